@@ -1,0 +1,184 @@
+"""The ``evalkit`` command: a thin typer layer over the library functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from evalkit.errors import EvalkitError, InfraError, UsageError
+
+app = typer.Typer(
+    name="evalkit",
+    help="Evaluate coding agents on your own team's issues, in a locked-down Docker sandbox.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+images_app = typer.Typer(help="Build and inspect evalkit's Docker images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    typer.echo(f"evalkit: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_summaries(outcome_summaries: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalkit.records import ModelSummary
+
+    table = Table(title="Per-model summary", title_justify="left")
+    for column in ("model", "resolved", "unresolved", "patch failed", "empty", "error (infra)",
+                   "timed out", "tampered"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, s in outcome_summaries.items():
+        assert isinstance(s, ModelSummary)
+        rate = s.resolved_instances / s.total_instances if s.total_instances else 0.0
+        table.add_row(
+            model,
+            f"{s.resolved_instances}/{s.total_instances} ({rate:.0%})",
+            str(s.unresolved_instances),
+            str(s.patch_failed_instances),
+            str(s.empty_patch_instances),
+            f"{s.error_instances} ({s.infra_failure_instances})",
+            str(s.timed_out_instances),
+            str(len(s.tampered_ids)),
+        )
+    Console().print(table)
+
+
+@app.command()
+def evaluate(
+    tasks: Annotated[Path, typer.Option("--tasks", help="Task set directory (instances.jsonl + repos/).")],
+    run_id: Annotated[str, typer.Option("--run-id", help="Name of the run; re-use it to resume.")],
+    predictions: Annotated[
+        Optional[Path], typer.Option("--predictions", "-p", help="SWE-bench predictions (.jsonl/.json).")
+    ] = None,
+    gold: Annotated[bool, typer.Option("--gold", help="Also evaluate each task's own fix (model 'gold').")] = False,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path("runs"),
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel sandboxes.")] = 1,
+    timeout: Annotated[
+        Optional[float], typer.Option("--timeout", min=1, help="Seconds per test run (default: spec, 1800).")
+    ] = None,
+    instance_ids: Annotated[
+        Optional[list[str]], typer.Option("--instance-ids", "-i", help="Only these instances (repeatable).")
+    ] = None,
+    ca_bundle: Annotated[
+        Optional[Path], typer.Option("--ca-bundle", help="CA bundle for pip in image builds (proxy sites).")
+    ] = None,
+    regrade_only: Annotated[
+        bool, typer.Option("--regrade", help="Recompute verdicts of --run-id from saved outputs; no containers.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Grade SWE-bench-format predictions on a task set, each in a sandboxed container.
+
+    Examples:
+
+        evalkit evaluate --tasks tasks/sample --gold --run-id gold-check
+
+        evalkit evaluate --tasks tasks/sample -p preds.jsonl --run-id nightly -j 2
+
+        evalkit evaluate --tasks tasks/sample --run-id nightly --regrade
+
+    Results land in RUNS_DIR/RUN_ID/results.jsonl (one line per model and instance, written
+    as each finishes) and report.json. Exit code 0 means every prediction got a result.
+    """
+    from evalkit.harness import evaluate as run_evaluate
+    from evalkit.harness import regrade
+
+    if regrade_only:
+        outcome = regrade(runs_dir / run_id, tasks)
+    else:
+        outcome = run_evaluate(
+            tasks, predictions, run_id, runs_dir=runs_dir, workers=workers, timeout=timeout,
+            instance_ids=instance_ids, gold=gold, ca_bundle=ca_bundle, log=typer.echo,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+    _print_summaries(dict(outcome.summaries))
+    typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
+    if outcome.problems:
+        _fail(f"{len(outcome.problems)} prediction(s) got no result; see the errors above")
+
+
+@images_app.command("bootstrap")
+def images_bootstrap(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
+    suite: Annotated[str, typer.Option("--suite", help="Debian suite.")] = "bookworm",
+    mirror: Annotated[str, typer.Option("--mirror", help="Debian mirror URL.")] = "http://deb.debian.org/debian",
+) -> None:
+    """Build the base image from Debian packages, with no registry access (air-gapped sites).
+
+    Examples:
+
+        evalkit images bootstrap
+
+        evalkit images bootstrap --mirror http://apt.internal/debian --force
+    """
+    from evalkit.images import bootstrap_base
+    from evalkit.sandbox import docker_client
+
+    name = bootstrap_base(docker_client(), suite=suite, mirror=mirror, force=force, log=typer.echo)
+    typer.echo(name)
+
+
+@images_app.command("list")
+def images_list() -> None:
+    """List evalkit's environment images and their sizes.
+
+    Example:
+
+        evalkit images list
+    """
+    from evalkit.sandbox import docker_client
+
+    client = docker_client()
+    for image in client.images.list(filters={"label": "evalkit.env-key"}):
+        size = image.attrs.get("Size", 0) / 1e6
+        typer.echo(f"{', '.join(image.tags) or image.short_id}\t{size:.0f} MB")
+
+
+@app.command()
+def demo(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir")] = Path("runs"),
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 2,
+) -> None:
+    """Evaluate the sample task set: gold patches plus scripted agents, then print the summary.
+
+    Example:
+
+        evalkit demo
+    """
+    from evalkit.demo import run_demo
+
+    run_demo(runs_dir=runs_dir, workers=workers, log=typer.echo)
+
+
+def main() -> None:
+    """Entry point: user mistakes and infrastructure trouble print one line, not a traceback."""
+    try:
+        app()
+    except UsageError as exc:
+        typer.echo(f"evalkit: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except InfraError as exc:
+        typer.echo(f"evalkit: infrastructure error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except EvalkitError as exc:
+        typer.echo(f"evalkit: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        typer.echo("evalkit: interrupted; finished results are kept", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,609 @@
+"""The evaluation harness: one (prediction, task) in, one verdict out; runs of many.
+
+:func:`evaluate_unit` is the self-contained unit of work (inputs in, one record out)
+that an executor fans out: threads on one machine today, a cluster later.
+:func:`evaluate` orchestrates a run: builds environment images once per repo,
+resumes from ``results.jsonl``, and writes each verdict the moment it is known.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from evalkit import __version__
+from evalkit.dataset import (
+    Problem,
+    TaskSet,
+    gold_predictions,
+    load_predictions,
+    load_task_set,
+)
+from evalkit.environment import DEPENDENCY_FILES, EnvSpec, resolve_spec
+from evalkit.errors import InfraError, UsageError
+from evalkit.grading import grade
+from evalkit.patch import (
+    PatchRejected,
+    inspect_patch,
+    is_test_infrastructure,
+    is_test_path,
+    sha256_text,
+)
+from evalkit.records import (
+    EVAL_SCRIPT_FILE,
+    EXECUTION_FILE,
+    PATCH_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_MANIFEST_FILE,
+    TEST_OUTPUT_FILE,
+    TEST_REPORT_FILE,
+    VERDICT_FILE,
+    Execution,
+    ModelSummary,
+    Prediction,
+    RunManifest,
+    Status,
+    TaskInstance,
+    Verdict,
+    append_jsonl,
+    model_dir_name,
+    read_verdicts,
+    repair_jsonl,
+    write_atomic,
+    write_model,
+)
+from evalkit.repo import Repository
+from evalkit.sandbox import DockerSandbox, Limits, tar_files
+
+if TYPE_CHECKING:
+    import docker
+
+Log = Callable[[str], None]
+
+_SHARED_CONFIG = frozenset({"pyproject.toml", "setup.cfg", "tox.ini"})
+CONTAINER_LIB = Path(__file__).parent / "_container"
+INFRA_ATTEMPTS = 2
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    """Everything needed to evaluate one prediction on one task, and where to write."""
+
+    instance: TaskInstance
+    prediction: Prediction
+    spec: EnvSpec
+    image: str
+    bundle: Path
+    out_dir: Path
+    timeout: float
+
+
+# --- pure preparation ---------------------------------------------------------
+
+
+def precheck(prediction: Prediction) -> Verdict | None:
+    """Verdicts that need no container: an empty patch, or one unsafe to apply."""
+    sha = sha256_text(prediction.model_patch)
+    common = {
+        "instance_id": prediction.instance_id,
+        "model_name_or_path": prediction.model_name_or_path,
+        "patch_sha256": sha,
+        "finished_at": _now(),
+    }
+    if not prediction.model_patch.strip():
+        return Verdict(status=Status.EMPTY_PATCH, **common)
+    try:
+        inspect_patch(prediction.model_patch)
+    except PatchRejected as exc:
+        return Verdict(status=Status.PATCH_FAILED, error=f"patch rejected: {exc}", **common)
+    return None
+
+
+def test_files(test_ids: Iterable[str]) -> list[str]:
+    """The files to hand pytest: the path part of each node id, deduplicated, in order."""
+    files: dict[str, None] = {}
+    for test_id in test_ids:
+        path = test_id.split("::", 1)[0]
+        if "::" in test_id or path.endswith(".py"):
+            files.setdefault(path, None)
+    return list(files)
+
+
+def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, object]:
+    """Instructions for the in-sandbox prepare step (which files to revert)."""
+    model_paths = inspect_patch(prediction.model_patch).paths
+    test_paths = inspect_patch(instance.test_patch).paths if instance.test_patch.strip() else ()
+    always = [p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG]
+    always += [p for p in model_paths if p in test_paths and p not in always]
+    shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and not is_test_path(p)]
+    return {
+        "workdir": "/testbed",
+        "model_patch": "/evalkit/model.patch",
+        "test_patch": "/evalkit/test.patch" if instance.test_patch.strip() else None,
+        "revert_always": always,
+        "revert_if_test_config_changed": shared,
+        "test_patch_paths": list(test_paths),
+    }
+
+
+def render_eval_script(unit: EvalUnit) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    from evalkit.images import harness_dir
+
+    env = Environment(
+        loader=FileSystemLoader(harness_dir()),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    ids = [*unit.instance.FAIL_TO_PASS, *unit.instance.PASS_TO_PASS]
+    files = test_files(ids)
+    return env.get_template("eval.sh.j2").render(
+        evalkit_version=__version__,
+        instance_id=unit.instance.instance_id.replace("\n", " "),
+        model=unit.prediction.model_name_or_path.replace("\n", " "),
+        pre_test=list(unit.spec.pre_test),
+        timeout=int(unit.timeout),
+        pytest_args="".join(shlex.quote(a) + " " for a in unit.spec.pytest_args),
+        test_files=" ".join(shlex.quote(f) for f in files) or "--collect-only",
+    )
+
+
+# --- the unit of work ---------------------------------------------------------
+
+
+def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execution, str]:
+    """Execute one unit; returns the raw execution facts and the plugin's report."""
+    started = time.monotonic()
+    out = unit.out_dir
+    repository = Repository(unit.bundle)
+    eval_script = render_eval_script(unit)
+    write_atomic(out / EVAL_SCRIPT_FILE, eval_script)
+    config = prepare_config(unit.instance, unit.prediction)
+    lib = {f"evalkit/lib/{p.name}": p.read_bytes() for p in CONTAINER_LIB.glob("*.py") if p.name != "__init__.py"}
+    files: dict[str, bytes | str] = {
+        **lib,
+        "evalkit/eval.sh": eval_script,
+        "evalkit/prepare.json": json.dumps(config),
+        "evalkit/model.patch": unit.prediction.model_patch,
+        "evalkit/test.patch": unit.instance.test_patch,
+        "evalkit/select.txt": "\n".join([*unit.instance.FAIL_TO_PASS, *unit.instance.PASS_TO_PASS]) + "\n",
+    }
+    limits = Limits(memory=unit.spec.memory, cpus=unit.spec.cpus, pids=unit.spec.pids)
+    execution = Execution(image=unit.image)
+    with DockerSandbox(client, unit.image, limits, label=out.parent.parent.name) as box:
+        box.put_archive("/", repository.tree_tar(unit.instance.base_commit, "testbed"))
+        # Harness files belong to root: the sandbox user can read, not rewrite, them.
+        box.put_archive("/", tar_files(files, uid=0))
+        prep = box.exec(["bash", "/evalkit/eval.sh", "prepare"], timeout=600)
+        if prep.timed_out or prep.exit_code != 0:
+            raise InfraError(f"prepare step failed (exit {prep.exit_code}): {prep.output[-300:]!r}")
+        try:
+            prepared = json.loads(prep.output.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise InfraError(f"prepare step printed no result: {prep.output[-300:]!r}") from None
+        if prepared.get("infra_error"):
+            raise InfraError(str(prepared["infra_error"]))
+        execution.apply_method = prepared.get("apply_method")
+        execution.apply_error = prepared.get("apply_error")
+        execution.tampered_files = list(prepared.get("tampered_files", []))
+        if execution.apply_error is not None:
+            execution.duration_s = time.monotonic() - started
+            return execution, ""
+        if prepared.get("test_patch_error"):
+            execution.task_error = f"the task's test_patch does not apply: {prepared['test_patch_error']}"
+            execution.duration_s = time.monotonic() - started
+            return execution, ""
+        env = {
+            "HOME": "/tmp",
+            "EVALKIT_REPORT": "/evalkit/out/report.jsonl",
+            "EVALKIT_SELECT": "/evalkit/select.txt",
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            **dict(unit.spec.env),
+        }
+        run = box.exec(["bash", "/evalkit/eval.sh", "test"], env=env, timeout=unit.timeout + 60)
+        execution.test_duration_s = round(run.duration_s, 3)
+        execution.test_exit_code = run.exit_code
+        execution.timed_out = run.timed_out or (
+            run.exit_code == 137 and run.duration_s >= unit.timeout - 1
+        )
+        write_atomic(out / TEST_OUTPUT_FILE, run.output)
+        report = box.read_file("/evalkit/out/report.jsonl") or b""
+    execution.duration_s = round(time.monotonic() - started, 3)
+    return execution, report.decode("utf-8", "replace")
+
+
+def evaluate_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Verdict:
+    """Evaluate one prediction on one task: inputs in, one verdict out, never raises for
+    infrastructure trouble (it is retried, then recorded as ``error`` + ``infra_failure``)."""
+    early = precheck(unit.prediction)
+    if early is not None:
+        return early
+    from evalkit.sandbox import docker_client
+
+    sha = sha256_text(unit.prediction.model_patch)
+    unit.out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(unit.out_dir / PATCH_FILE, unit.prediction.model_patch)
+    last_error = ""
+    for attempt in range(1, INFRA_ATTEMPTS + 1):
+        try:
+            execution, report = _run_in_sandbox(unit, client or docker_client())
+        except InfraError as exc:
+            last_error = str(exc)
+            continue
+        write_model(unit.out_dir / EXECUTION_FILE, execution)
+        write_atomic(unit.out_dir / TEST_REPORT_FILE, report)
+        verdict = grade(
+            unit.instance,
+            execution,
+            report,
+            model_name_or_path=unit.prediction.model_name_or_path,
+            patch_sha256=sha,
+        ).model_copy(update={"attempts": attempt, "finished_at": _now()})
+        write_model(unit.out_dir / VERDICT_FILE, verdict)
+        return verdict
+    return infra_verdict(unit.prediction, last_error, attempts=INFRA_ATTEMPTS)
+
+
+def infra_verdict(prediction: Prediction, reason: str, *, attempts: int = 1) -> Verdict:
+    return Verdict(
+        instance_id=prediction.instance_id,
+        model_name_or_path=prediction.model_name_or_path,
+        status=Status.ERROR,
+        infra_failure=True,
+        error=reason,
+        patch_sha256=sha256_text(prediction.model_patch),
+        attempts=attempts,
+        finished_at=_now(),
+    )
+
+
+# --- executors ----------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Runs units and yields verdicts as they finish (any order)."""
+
+    def run(self, units: list[EvalUnit]) -> Iterator[Verdict]: ...
+
+
+class ThreadExecutor:
+    """Local parallelism: containers do the work, threads only wait on them."""
+
+    def __init__(self, workers: int, client: docker.DockerClient | None = None):
+        self.workers = max(1, workers)
+        self.client = client
+
+    def run(self, units: list[EvalUnit]) -> Iterator[Verdict]:
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
+        pending: set[Future[Verdict]] = set()
+        queue = list(reversed(units))
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    unit = queue.pop()
+                    pending.add(pool.submit(evaluate_unit, unit, self.client))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the run ------------------------------------------------------------------
+
+
+class RunOutcome(NamedTuple):
+    run_dir: Path
+    summaries: dict[str, ModelSummary]
+    problems: list[Problem]
+    verdicts: list[Verdict]
+    evaluated: int
+    """How many units ran in this invocation (the rest were resumed)."""
+
+
+@dataclass
+class _Plan:
+    units: list[EvalUnit] = field(default_factory=list)
+    immediate: list[Verdict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0
+
+
+def summarize(
+    verdicts: Iterable[Verdict], instance_ids: Iterable[str], submitted: dict[str, list[str]]
+) -> dict[str, ModelSummary]:
+    """SWE-bench's per-model summary keys, plus evalkit's infra and tamper counts."""
+    total = len(set(instance_ids))
+    by_model: dict[str, list[Verdict]] = {m: [] for m in submitted}
+    for verdict in verdicts:
+        by_model.setdefault(verdict.model_name_or_path, []).append(verdict)
+    summaries = {}
+    for model, items in sorted(by_model.items()):
+        def ids(pred: Callable[[Verdict], bool], items: list[Verdict] = items) -> list[str]:
+            return sorted(v.instance_id for v in items if pred(v))
+
+        completed = ids(lambda v: v.status in (Status.RESOLVED, Status.UNRESOLVED))
+        lists = {
+            "submitted_ids": sorted(submitted.get(model, [])),
+            "completed_ids": completed,
+            "resolved_ids": ids(lambda v: v.status is Status.RESOLVED),
+            "unresolved_ids": ids(lambda v: v.status is Status.UNRESOLVED),
+            "empty_patch_ids": ids(lambda v: v.status is Status.EMPTY_PATCH),
+            "error_ids": ids(lambda v: v.status is Status.ERROR),
+            "patch_failed_ids": ids(lambda v: v.status is Status.PATCH_FAILED),
+            "infra_failure_ids": ids(lambda v: v.infra_failure),
+            "timed_out_ids": ids(lambda v: v.timed_out),
+            "tampered_ids": ids(lambda v: bool(v.tampered_files)),
+        }
+        counts = {k.replace("_ids", "_instances"): len(v) for k, v in lists.items()}
+        summaries[model] = ModelSummary(total_instances=total, **counts, **lists)
+    return summaries
+
+
+def _write_report(run_dir: Path, verdicts: list[Verdict], instance_ids: Iterable[str],
+                  submitted: dict[str, list[str]]) -> dict[str, ModelSummary]:
+    summaries = summarize(verdicts, instance_ids, submitted)
+    payload = {m: s.model_dump() for m, s in summaries.items()}
+    write_atomic(run_dir / REPORT_FILE, json.dumps(payload, indent=2) + "\n")
+    return summaries
+
+
+def _compact(results: Path) -> list[Verdict]:
+    """Keep one line per (model, instance): superseded lines go, atomically."""
+    verdicts = read_verdicts(results)
+    lines = sum(1 for _ in results.open()) if results.exists() else 0
+    if lines != len(verdicts):
+        write_atomic(results, "".join(v.model_dump_json() + "\n" for v in verdicts))
+    return verdicts
+
+
+def evaluate(
+    tasks_dir: Path,
+    predictions_path: Path | None,
+    run_id: str,
+    *,
+    runs_dir: Path = Path("runs"),
+    workers: int = 1,
+    timeout: float | None = None,
+    instance_ids: list[str] | None = None,
+    gold: bool = False,
+    ca_bundle: Path | None = None,
+    log: Log = print,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> RunOutcome:
+    """Evaluate predictions (or ``gold``) on a task set; resumable by ``run_id``."""
+    from evalkit.images import resolve_ca_bundle
+    from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
+
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise UsageError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' or '.'")
+    if predictions_path is None and not gold:
+        raise UsageError("give --predictions FILE, or --gold to evaluate the tasks' own fixes")
+    task_set = load_task_set(tasks_dir)
+    selected = _select(task_set, instance_ids)
+    predictions: list[Prediction] = []
+    problems: list[Problem] = []
+    if predictions_path is not None:
+        predictions, problems = load_predictions(predictions_path, set(task_set.instances))
+    if gold:
+        predictions += gold_predictions(task_set)
+    predictions = [p for p in predictions if p.instance_id in selected]
+    submitted: dict[str, list[str]] = {}
+    for p in predictions:
+        submitted.setdefault(p.model_name_or_path, []).append(p.instance_id)
+
+    run_dir = runs_dir / run_id
+    results = run_dir / RESULTS_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    repair_jsonl(results)
+    done = {v.key: v for v in read_verdicts(results) if not v.infra_failure}
+    ca = resolve_ca_bundle(ca_bundle)
+    plan = _plan(task_set, predictions, done, run_dir, timeout, log)
+    problems += plan.problems
+    for problem in plan.problems:
+        log(f"error: {problem}")
+
+    client = None
+    images: dict[str, str] = {}
+    if plan.units:
+        install_signal_cleanup()
+        client = docker_client()
+        remove_stale(client, run_id)
+        plan.units, failed = _build_images(plan.units, client, ca, run_dir, images, log)
+        plan.immediate += failed
+    write_model(
+        run_dir / RUN_MANIFEST_FILE,
+        RunManifest(
+            run_id=run_id,
+            evalkit_version=__version__,
+            tasks_dir=str(tasks_dir.resolve()),
+            tasks_sha256=task_set.sha256(),
+            predictions="gold" if predictions_path is None else str(predictions_path.resolve()),
+            timeout_s=timeout or 0.0,
+            workers=workers,
+            created_at=_now(),
+            images=images,
+        ),
+    )
+    if plan.immediate:
+        append_jsonl(results, plan.immediate)
+    if plan.skipped:
+        log(f"resuming {run_id}: {plan.skipped} finished result(s) kept")
+    runner = executor or ThreadExecutor(workers, client)
+    evaluated = _drive(runner, plan.units, results, progress, log)
+    verdicts = [v for v in _compact(results) if v.instance_id in selected]
+    summaries = _write_report(run_dir, verdicts, selected, submitted)
+    return RunOutcome(run_dir, summaries, problems, verdicts, evaluated)
+
+
+def _select(task_set: TaskSet, instance_ids: list[str] | None) -> set[str]:
+    if not instance_ids:
+        return set(task_set.instances)
+    unknown = [i for i in instance_ids if i not in task_set.instances]
+    if unknown:
+        raise UsageError(f"unknown instance id(s) {unknown[:5]} in --instance-ids (not in {task_set.root})")
+    return set(instance_ids)
+
+
+def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str, str], Verdict],
+          run_dir: Path, timeout: float | None, log: Log) -> _Plan:
+    plan = _Plan()
+    repos: dict[Path, Repository | Problem] = {}
+    specs: dict[str, EnvSpec] = {}
+    keys: dict[str, str] = {}
+    for prediction in predictions:
+        key = (prediction.model_name_or_path, prediction.instance_id)
+        sha = sha256_text(prediction.model_patch)
+        if key in done and done[key].patch_sha256 == sha:
+            plan.skipped += 1
+            continue
+        early = precheck(prediction)
+        if early is not None:
+            plan.immediate.append(early)
+            continue
+        instance = task_set.instances[prediction.instance_id]
+        bundle = task_set.bundle_path(instance)
+        if bundle not in repos:
+            try:
+                repos[bundle] = Repository(bundle)
+            except UsageError as exc:
+                repos[bundle] = Problem(str(bundle), None, str(exc).split(": ", 1)[-1])
+        repository = repos[bundle]
+        if isinstance(repository, Problem):
+            plan.problems.append(Problem(repository.path, None,
+                                         f"{repository.message} (needed by {instance.instance_id})"))
+            continue
+        if instance.instance_id not in specs:
+            missing = [c for c in {instance.base_commit, instance.env_commit} if not repository.has_commit(c)]
+            if missing:
+                plan.problems.append(Problem(str(bundle), None,
+                    f"commit {missing[0]} of {instance.instance_id} is not in the bundle"))
+                continue
+            files = repository.read_files(instance.env_commit, DEPENDENCY_FILES)
+            spec = resolve_spec(task_set.spec_file, instance.repo, instance.instance_id, files)
+            specs[instance.instance_id] = spec
+            keys[instance.instance_id] = spec.build_key(files)
+        spec = specs[instance.instance_id]
+        plan.units.append(
+            EvalUnit(
+                instance=instance,
+                prediction=prediction,
+                spec=spec,
+                image=keys[instance.instance_id],  # the build key until the image exists
+                bundle=bundle,
+                out_dir=run_dir / model_dir_name(prediction.model_name_or_path) / model_dir_name(instance.instance_id),
+                timeout=timeout or spec.timeout,
+            )
+        )
+    return plan
+
+
+def _build_images(units: list[EvalUnit], client: docker.DockerClient, ca: Path | None,
+                  run_dir: Path, images: dict[str, str], log: Log) -> tuple[list[EvalUnit], list[Verdict]]:
+    """Build each needed environment image once; units whose image fails become infra errors."""
+    from evalkit.images import ensure_env_image
+
+    built: dict[tuple[str, str], str | InfraError] = {}
+    ready: list[EvalUnit] = []
+    failed: list[Verdict] = []
+    for unit in units:
+        ident = (unit.instance.repo, unit.image)
+        if ident not in built:
+            repository = Repository(unit.bundle)
+            commit = unit.instance.env_commit
+            result: str | InfraError = InfraError("not built")
+            for _ in range(INFRA_ATTEMPTS):
+                try:
+                    result = ensure_env_image(
+                        client,
+                        repo=unit.instance.repo,
+                        spec=unit.spec,
+                        key=unit.image,
+                        source_tar=lambda r=repository, c=commit: r.tree_tar(c, "."),
+                        ca_bundle=ca,
+                        log=log,
+                        build_log=run_dir / "images" / f"{unit.image}.log",
+                    )
+                    break
+                except InfraError as exc:
+                    result = exc
+                    log(f"warning: {exc}")
+            built[ident] = result
+            if isinstance(result, str):
+                images[unit.instance.repo] = result
+        outcome = built[ident]
+        if isinstance(outcome, InfraError):
+            failed.append(infra_verdict(unit.prediction, str(outcome), attempts=INFRA_ATTEMPTS))
+        else:
+            ready.append(EvalUnit(**{**unit.__dict__, "image": outcome}))
+    return ready, failed
+
+
+def _drive(runner: Executor, units: list[EvalUnit], results: Path, progress: bool, log: Log) -> int:
+    if not units:
+        return 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    count = 0
+    with Progress(
+        TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), disable=not progress, transient=False,
+    ) as bar:
+        task = bar.add_task("", total=len(units))
+        for verdict in runner.run(units):
+            append_jsonl(results, [verdict])  # written as each finishes: nothing is lost
+            count += 1
+            bar.update(task, advance=1,
+                       description=f"{verdict.instance_id} [{verdict.model_name_or_path}] {verdict.status.value}")
+    return count
+
+
+def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
+    """Recompute every verdict of a run from its saved outputs, without containers."""
+    from evalkit.records import RunManifest
+
+    manifest_path = run_dir / RUN_MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise UsageError("not an evalkit run (no run.json)", path=str(run_dir))
+    manifest = RunManifest.model_validate_json(manifest_path.read_text())
+    task_set = load_task_set(tasks_dir or Path(manifest.tasks_dir))
+    old = read_verdicts(run_dir / RESULTS_FILE)
+    verdicts: list[Verdict] = []
+    for verdict in old:
+        out = run_dir / model_dir_name(verdict.model_name_or_path) / model_dir_name(verdict.instance_id)
+        execution_path = out / EXECUTION_FILE
+        instance = task_set.instances.get(verdict.instance_id)
+        if instance is None or not execution_path.is_file():
+            verdicts.append(verdict)  # nothing ran (empty/rejected patch, infra): keep as is
+            continue
+        execution = Execution.model_validate_json(execution_path.read_text())
+        report_path = out / TEST_REPORT_FILE
+        report = report_path.read_text() if report_path.is_file() else ""
+        verdicts.append(
+            grade(instance, execution, report, model_name_or_path=verdict.model_name_or_path,
+                  patch_sha256=verdict.patch_sha256).model_copy(
+                update={"attempts": verdict.attempts, "finished_at": verdict.finished_at})
+        )
+    write_atomic(run_dir / RESULTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
+    submitted: dict[str, list[str]] = {}
+    for v in verdicts:
+        submitted.setdefault(v.model_name_or_path, []).append(v.instance_id)
+    summaries = _write_report(run_dir, verdicts, task_set.instances, submitted)
+    return RunOutcome(run_dir, summaries, [], verdicts, 0)

@@ -1,0 +1,294 @@
+"""The sandbox interface and its Docker implementation.
+
+The agent's patch is untrusted code. At test time a container has no network,
+memory/CPU/pids limits, a non-root user, every capability dropped,
+``no-new-privileges``, no host mounts and none of the host's environment.
+Containers are labelled and tracked so they are removed on Ctrl-C, on a crash,
+and (for a ``kill -9``ed run) by the next run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import signal
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from evalkit.errors import InfraError
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL = "evalkit.sandbox"
+OUTPUT_CAP = 1024 * 1024
+
+
+class ExecResult(NamedTuple):
+    exit_code: int | None
+    output: bytes
+    """Combined stdout/stderr, head and tail kept when over the cap."""
+    timed_out: bool
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource and privilege limits for one sandbox."""
+
+    memory: str = "4g"
+    cpus: float = 1.0
+    pids: int = 512
+    user: str = "1000:1000"
+    network: bool = False
+    tmpfs_size: str = "1g"
+
+
+class Sandbox(Protocol):
+    """What the harness needs from an isolated environment."""
+
+    def put_archive(self, path: str, data: bytes) -> None: ...
+
+    def exec(
+        self, cmd: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+    ) -> ExecResult: ...
+
+    def read_file(self, path: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+_live: dict[str, Any] = {}
+_live_lock = threading.Lock()
+
+
+def remove_live_containers() -> None:
+    """Force-remove every container this process started and has not yet removed."""
+    with _live_lock:
+        containers = list(_live.values())
+        _live.clear()
+    for container in containers:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+
+
+atexit.register(remove_live_containers)
+
+
+def install_signal_cleanup() -> None:
+    """Make SIGTERM behave like Ctrl-C so ``finally`` blocks and atexit cleanup run."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise)
+
+
+def docker_client(timeout: int = 600) -> docker.DockerClient:
+    """Connect to the engine, or raise :class:`InfraError` with what to do about it."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise InfraError(
+            f"no Docker engine answers ({exc.__class__.__name__}); start dockerd "
+            "(scripts/setup.sh does) or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> int:
+    """Remove containers left behind by killed runs (all evalkit ones, or one run's)."""
+    selector = f"{LABEL}={run_label}" if run_label else LABEL
+    stale = client.containers.list(all=True, filters={"label": selector})
+    for container in stale:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+    return len(stale)
+
+
+class DockerSandbox:
+    """One container, started from an image and removed on :meth:`close`."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        limits: Limits = Limits(),
+        *,
+        label: str = "1",
+        workdir: str = "/testbed",
+    ):
+        from docker.errors import DockerException
+
+        self._client = client
+        try:
+            self._container = client.containers.run(
+                image,
+                command=["sleep", "infinity"],
+                detach=True,
+                user=limits.user,
+                working_dir=workdir,
+                network_mode="bridge" if limits.network else "none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                tmpfs={"/tmp": f"rw,nosuid,size={limits.tmpfs_size}"},
+                environment={},
+                labels={LABEL: label},
+                stop_signal="SIGKILL",
+            )
+        except DockerException as exc:
+            raise InfraError(f"could not start a container from {image}: {exc}") from None
+        with _live_lock:
+            _live[self._container.id] = self._container
+
+    @property
+    def id(self) -> str:
+        return str(self._container.id)
+
+    def __enter__(self) -> DockerSandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def put_archive(self, path: str, data: bytes) -> None:
+        from docker.errors import DockerException
+
+        try:
+            ok = self._container.put_archive(path, data)
+        except DockerException as exc:
+            raise InfraError(f"copying files into the sandbox failed: {exc}") from None
+        if not ok:
+            raise InfraError("copying files into the sandbox failed")
+
+    def exec(
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        user: str | None = None,
+    ) -> ExecResult:
+        """Run ``cmd``; past ``timeout`` the whole container is killed (the result says so)."""
+        from docker.errors import DockerException
+
+        api = self._client.api
+        start = time.monotonic()
+        try:
+            exec_id = api.exec_create(
+                self._container.id, cmd, environment=env or {}, user=user or ""
+            )["Id"]
+            stream = api.exec_start(exec_id, stream=True, demux=False)
+        except DockerException as exc:
+            raise InfraError(f"exec in the sandbox failed: {exc}") from None
+        head: list[bytes] = []
+        tail: list[bytes] = []
+        sizes = [0, 0]
+        half = OUTPUT_CAP // 2
+
+        def pump() -> None:
+            try:
+                for chunk in stream:
+                    if sizes[0] < half:
+                        head.append(chunk)
+                        sizes[0] += len(chunk)
+                    else:
+                        tail.append(chunk)
+                        sizes[1] += len(chunk)
+                        while sizes[1] > half and len(tail) > 1:
+                            sizes[1] -= len(tail.pop(0))
+            except Exception:
+                pass
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        timed_out = reader.is_alive()
+        if timed_out:
+            self.kill()
+            reader.join(10)
+        output = b"".join(head)
+        if tail:
+            output += b"\n[... evalkit: output truncated ...]\n" + b"".join(tail)
+        exit_code: int | None = None
+        if not timed_out:
+            try:
+                exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            except DockerException as exc:
+                raise InfraError(f"reading the exit code failed: {exc}") from None
+        return ExecResult(exit_code, output, timed_out, time.monotonic() - start)
+
+    def read_file(self, path: str) -> bytes | None:
+        from docker.errors import DockerException, NotFound
+
+        try:
+            bits, _ = self._container.get_archive(path)
+            raw = b"".join(bits)
+        except NotFound:
+            return None
+        except DockerException as exc:
+            raise InfraError(f"reading {path} from the sandbox failed: {exc}") from None
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return None
+            fh = tar.extractfile(member)
+            return fh.read() if fh else None
+
+    def kill(self) -> None:
+        try:
+            self._container.kill()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        with _live_lock:
+            _live.pop(self._container.id, None)
+        try:
+            self._container.remove(force=True)
+        except Exception:
+            pass
+
+
+def tar_files(files: dict[str, bytes | str], *, uid: int = 1000, mode: int = 0o644) -> bytes:
+    """A tar holding ``files`` (path -> content), owned by ``uid``; parent dirs included."""
+    out = io.BytesIO()
+    seen_dirs: set[str] = set()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, content in files.items():
+            parts = path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in seen_dirs:
+                    seen_dirs.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, uid
+                    tar.addfile(info)
+            raw = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode, info.uid, info.gid = len(raw), mode, uid, uid
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(raw))
+    return out.getvalue()
