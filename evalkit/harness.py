@@ -26,7 +26,7 @@ from evalkit.dataset import (
     load_predictions,
     load_task_set,
 )
-from evalkit.environment import DEPENDENCY_FILES, EnvSpec, resolve_spec
+from evalkit.environment import DEPENDENCY_FILES, EnvSpec, SpecFile, resolve_spec
 from evalkit.errors import InfraError, UsageError
 from evalkit.grading import grade
 from evalkit.patch import (
@@ -88,6 +88,16 @@ class EvalUnit:
     bundle: Path
     out_dir: Path
     timeout: float
+    test_files: tuple[str, ...] | None = None
+    """Run these test files whole (the miner's before/after runs); default: the listed ids."""
+
+    @property
+    def selected_ids(self) -> list[str]:
+        return [*self.instance.FAIL_TO_PASS, *self.instance.PASS_TO_PASS]
+
+    @property
+    def files_to_run(self) -> list[str]:
+        return list(self.test_files) if self.test_files is not None else test_files(self.selected_ids)
 
 
 # --- pure preparation ---------------------------------------------------------
@@ -123,14 +133,15 @@ def test_files(test_ids: Iterable[str]) -> list[str]:
 
 def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, object]:
     """Instructions for the in-sandbox prepare step (which files to revert)."""
-    model_paths = inspect_patch(prediction.model_patch).paths
+    has_patch = bool(prediction.model_patch.strip())
+    model_paths = inspect_patch(prediction.model_patch).paths if has_patch else ()
     test_paths = inspect_patch(instance.test_patch).paths if instance.test_patch.strip() else ()
     always = [p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG]
     always += [p for p in model_paths if p in test_paths and p not in always]
     shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and not is_test_path(p)]
     return {
         "workdir": "/testbed",
-        "model_patch": "/evalkit/model.patch",
+        "model_patch": "/evalkit/model.patch" if has_patch else None,
         "test_patch": "/evalkit/test.patch" if instance.test_patch.strip() else None,
         "revert_always": always,
         "revert_if_test_config_changed": shared,
@@ -149,8 +160,7 @@ def render_eval_script(unit: EvalUnit) -> str:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    ids = [*unit.instance.FAIL_TO_PASS, *unit.instance.PASS_TO_PASS]
-    files = test_files(ids)
+    files = unit.files_to_run
     return env.get_template("eval.sh.j2").render(
         evalkit_version=__version__,
         instance_id=unit.instance.instance_id.replace("\n", " "),
@@ -180,7 +190,7 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
         "evalkit/prepare.json": json.dumps(config),
         "evalkit/model.patch": unit.prediction.model_patch,
         "evalkit/test.patch": unit.instance.test_patch,
-        "evalkit/select.txt": "\n".join([*unit.instance.FAIL_TO_PASS, *unit.instance.PASS_TO_PASS]) + "\n",
+        "evalkit/select.txt": "".join(f"{i}\n" for i in unit.selected_ids),
     }
     limits = Limits(memory=unit.spec.memory, cpus=unit.spec.cpus, pids=unit.spec.pids)
     execution = Execution(image=unit.image)
@@ -226,15 +236,20 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
     return execution, report.decode("utf-8", "replace")
 
 
-def evaluate_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Verdict:
-    """Evaluate one prediction on one task: inputs in, one verdict out, never raises for
-    infrastructure trouble (it is retried, then recorded as ``error`` + ``infra_failure``)."""
-    early = precheck(unit.prediction)
-    if early is not None:
-        return early
+class Executed(NamedTuple):
+    execution: Execution
+    report: str
+    """The pytest plugin's JSON lines (see :func:`evalkit.grading.parse_test_report`)."""
+    attempts: int
+
+
+def execute_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Executed:
+    """Run one unit in a fresh sandbox and save its raw outputs; no grading.
+
+    Infrastructure trouble is retried once, then raised as :class:`InfraError`.
+    """
     from evalkit.sandbox import docker_client
 
-    sha = sha256_text(unit.prediction.model_patch)
     unit.out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(unit.out_dir / PATCH_FILE, unit.prediction.model_patch)
     last_error = ""
@@ -246,16 +261,29 @@ def evaluate_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> 
             continue
         write_model(unit.out_dir / EXECUTION_FILE, execution)
         write_atomic(unit.out_dir / TEST_REPORT_FILE, report)
-        verdict = grade(
-            unit.instance,
-            execution,
-            report,
-            model_name_or_path=unit.prediction.model_name_or_path,
-            patch_sha256=sha,
-        ).model_copy(update={"attempts": attempt, "finished_at": _now()})
-        write_model(unit.out_dir / VERDICT_FILE, verdict)
-        return verdict
-    return infra_verdict(unit.prediction, last_error, attempts=INFRA_ATTEMPTS)
+        return Executed(execution, report, attempt)
+    raise InfraError(last_error)
+
+
+def evaluate_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Verdict:
+    """Evaluate one prediction on one task: inputs in, one verdict out. Never raises for
+    infrastructure trouble: it is retried, then recorded as ``error`` + ``infra_failure``."""
+    early = precheck(unit.prediction)
+    if early is not None:
+        return early
+    try:
+        execution, report, attempt = execute_unit(unit, client)
+    except InfraError as exc:
+        return infra_verdict(unit.prediction, str(exc), attempts=INFRA_ATTEMPTS)
+    verdict = grade(
+        unit.instance,
+        execution,
+        report,
+        model_name_or_path=unit.prediction.model_name_or_path,
+        patch_sha256=sha256_text(unit.prediction.model_patch),
+    ).model_copy(update={"attempts": attempt, "finished_at": _now()})
+    write_model(unit.out_dir / VERDICT_FILE, verdict)
+    return verdict
 
 
 def infra_verdict(prediction: Prediction, reason: str, *, attempts: int = 1) -> Verdict:
@@ -269,6 +297,51 @@ def infra_verdict(prediction: Prediction, reason: str, *, attempts: int = 1) -> 
         attempts=attempts,
         finished_at=_now(),
     )
+
+
+# --- environments ---------------------------------------------------------------
+
+
+def resolve_environment(
+    spec_file: SpecFile, instance: TaskInstance, repository: Repository
+) -> tuple[EnvSpec, str]:
+    """The instance's environment spec and its image build key (from its dependency files)."""
+    files = repository.read_files(instance.env_commit, DEPENDENCY_FILES)
+    spec = resolve_spec(spec_file, instance.repo, instance.instance_id, files)
+    return spec, spec.build_key(files)
+
+
+def build_environment(
+    client: docker.DockerClient,
+    instance: TaskInstance,
+    spec: EnvSpec,
+    key: str,
+    repository: Repository,
+    *,
+    ca_bundle: Path | None,
+    log: Log = print,
+    build_log: Path | None = None,
+) -> str:
+    """Build (or reuse) the environment image; retried once, then :class:`InfraError`."""
+    from evalkit.images import ensure_env_image
+
+    error = InfraError("not built")
+    for _ in range(INFRA_ATTEMPTS):
+        try:
+            return ensure_env_image(
+                client,
+                repo=instance.repo,
+                spec=spec,
+                key=key,
+                source_tar=lambda: repository.tree_tar(instance.env_commit, "."),
+                ca_bundle=ca_bundle,
+                log=log,
+                build_log=build_log,
+            )
+        except InfraError as exc:
+            error = exc
+            log(f"warning: {exc}")
+    raise error
 
 
 # --- executors ----------------------------------------------------------------
@@ -496,10 +569,9 @@ def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str
                 plan.problems.append(Problem(str(bundle), None,
                     f"commit {missing[0]} of {instance.instance_id} is not in the bundle"))
                 continue
-            files = repository.read_files(instance.env_commit, DEPENDENCY_FILES)
-            spec = resolve_spec(task_set.spec_file, instance.repo, instance.instance_id, files)
-            specs[instance.instance_id] = spec
-            keys[instance.instance_id] = spec.build_key(files)
+            specs[instance.instance_id], keys[instance.instance_id] = resolve_environment(
+                task_set.spec_file, instance, repository
+            )
         spec = specs[instance.instance_id]
         plan.units.append(
             EvalUnit(
@@ -518,33 +590,20 @@ def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str
 def _build_images(units: list[EvalUnit], client: docker.DockerClient, ca: Path | None,
                   run_dir: Path, images: dict[str, str], log: Log) -> tuple[list[EvalUnit], list[Verdict]]:
     """Build each needed environment image once; units whose image fails become infra errors."""
-    from evalkit.images import ensure_env_image
-
     built: dict[tuple[str, str], str | InfraError] = {}
     ready: list[EvalUnit] = []
     failed: list[Verdict] = []
     for unit in units:
         ident = (unit.instance.repo, unit.image)
         if ident not in built:
-            repository = Repository(unit.bundle)
-            commit = unit.instance.env_commit
-            result: str | InfraError = InfraError("not built")
-            for _ in range(INFRA_ATTEMPTS):
-                try:
-                    result = ensure_env_image(
-                        client,
-                        repo=unit.instance.repo,
-                        spec=unit.spec,
-                        key=unit.image,
-                        source_tar=lambda r=repository, c=commit: r.tree_tar(c, "."),
-                        ca_bundle=ca,
-                        log=log,
-                        build_log=run_dir / "images" / f"{unit.image}.log",
-                    )
-                    break
-                except InfraError as exc:
-                    result = exc
-                    log(f"warning: {exc}")
+            result: str | InfraError
+            try:
+                result = build_environment(
+                    client, unit.instance, unit.spec, unit.image, Repository(unit.bundle),
+                    ca_bundle=ca, log=log, build_log=run_dir / "images" / f"{unit.image}.log",
+                )
+            except InfraError as exc:
+                result = exc
             built[ident] = result
             if isinstance(result, str):
                 images[unit.instance.repo] = result
