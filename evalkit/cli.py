@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -36,8 +36,16 @@ def _print_summaries(outcome_summaries: dict[str, object]) -> None:
     from evalkit.records import ModelSummary
 
     table = Table(title="Per-model summary", title_justify="left")
-    for column in ("model", "resolved", "unresolved", "patch failed", "empty", "error (infra)",
-                   "timed out", "tampered"):
+    for column in (
+        "model",
+        "resolved",
+        "unresolved",
+        "patch failed",
+        "empty",
+        "error (infra)",
+        "timed out",
+        "tampered",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model, s in outcome_summaries.items():
         assert isinstance(s, ModelSummary)
@@ -57,25 +65,38 @@ def _print_summaries(outcome_summaries: dict[str, object]) -> None:
 
 @app.command()
 def evaluate(
-    tasks: Annotated[Path, typer.Option("--tasks", help="Task set directory (instances.jsonl + repos/).")],
+    tasks: Annotated[
+        Path, typer.Option("--tasks", help="Task set directory (instances.jsonl + repos/).")
+    ],
     run_id: Annotated[str, typer.Option("--run-id", help="Name of the run; re-use it to resume.")],
     predictions: Annotated[
-        Optional[Path], typer.Option("--predictions", "-p", help="SWE-bench predictions (.jsonl/.json).")
+        Path | None,
+        typer.Option("--predictions", "-p", help="SWE-bench predictions (.jsonl/.json)."),
     ] = None,
-    gold: Annotated[bool, typer.Option("--gold", help="Also evaluate each task's own fix (model 'gold').")] = False,
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path("runs"),
+    gold: Annotated[
+        bool, typer.Option("--gold", help="Also evaluate each task's own fix (model 'gold').")
+    ] = False,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path(
+        "runs"
+    ),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel sandboxes.")] = 1,
     timeout: Annotated[
-        Optional[float], typer.Option("--timeout", min=1, help="Seconds per test run (default: spec, 1800).")
+        float | None,
+        typer.Option("--timeout", min=1, help="Seconds per test run (default: spec, 1800)."),
     ] = None,
     instance_ids: Annotated[
-        Optional[list[str]], typer.Option("--instance-ids", "-i", help="Only these instances (repeatable).")
+        list[str] | None,
+        typer.Option("--instance-ids", "-i", help="Only these instances (repeatable)."),
     ] = None,
     ca_bundle: Annotated[
-        Optional[Path], typer.Option("--ca-bundle", help="CA bundle for pip in image builds (proxy sites).")
+        Path | None,
+        typer.Option("--ca-bundle", help="CA bundle for pip in image builds (proxy sites)."),
     ] = None,
     regrade_only: Annotated[
-        bool, typer.Option("--regrade", help="Recompute verdicts of --run-id from saved outputs; no containers.")
+        bool,
+        typer.Option(
+            "--regrade", help="Recompute verdicts of --run-id from saved outputs; no containers."
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -99,21 +120,33 @@ def evaluate(
         outcome = regrade(runs_dir / run_id, tasks)
     else:
         outcome = run_evaluate(
-            tasks, predictions, run_id, runs_dir=runs_dir, workers=workers, timeout=timeout,
-            instance_ids=instance_ids, gold=gold, ca_bundle=ca_bundle, log=typer.echo,
+            tasks,
+            predictions,
+            run_id,
+            runs_dir=runs_dir,
+            workers=workers,
+            timeout=timeout,
+            instance_ids=instance_ids,
+            gold=gold,
+            ca_bundle=ca_bundle,
+            log=typer.echo,
             progress=not quiet and sys.stderr.isatty(),
         )
     _print_summaries(dict(outcome.summaries))
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
+    for problem in outcome.problems:
+        typer.echo(f"evalkit: error: {problem}", err=True)
     if outcome.problems:
-        _fail(f"{len(outcome.problems)} prediction(s) got no result; see the errors above")
+        _fail(f"{len(outcome.problems)} input record(s) got no result (listed above)")
 
 
 @images_app.command("bootstrap")
 def images_bootstrap(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
     suite: Annotated[str, typer.Option("--suite", help="Debian suite.")] = "bookworm",
-    mirror: Annotated[str, typer.Option("--mirror", help="Debian mirror URL.")] = "http://deb.debian.org/debian",
+    mirror: Annotated[
+        str, typer.Option("--mirror", help="Debian mirror URL.")
+    ] = "http://deb.debian.org/debian",
 ) -> None:
     """Build the base image from Debian packages, with no registry access (air-gapped sites).
 

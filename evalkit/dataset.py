@@ -99,9 +99,14 @@ def _raw_predictions(path: Path) -> list[tuple[int | None, Any]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UsageError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
+            raise UsageError(
+                f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)
+            ) from None
         if isinstance(data, dict):
-            return [(None, {"instance_id": k, **v} if isinstance(v, dict) else v) for k, v in data.items()]
+            return [
+                (None, {"instance_id": k, **v} if isinstance(v, dict) else v)
+                for k, v in data.items()
+            ]
         if isinstance(data, list):
             return [(None, item) for item in data]
         raise UsageError("expected a JSON list or an object keyed by instance_id", path=str(path))
@@ -114,9 +119,7 @@ def _raw_predictions(path: Path) -> list[tuple[int | None, Any]]:
     return rows
 
 
-def load_predictions(
-    path: Path, known_ids: set[str]
-) -> tuple[list[Prediction], list[Problem]]:
+def load_predictions(path: Path, known_ids: set[str]) -> tuple[list[Prediction], list[Problem]]:
     """Valid predictions in file order, and a :class:`Problem` for every rejected record."""
     if not path.is_file():
         raise UsageError("predictions file not found", path=str(path))
@@ -146,7 +149,9 @@ def load_predictions(
             continue
         key = (prediction.model_name_or_path, prediction.instance_id)
         if key in seen:
-            reject(f"duplicate prediction for {key[1]!r} by model {key[0]!r}; the first one is kept")
+            reject(
+                f"duplicate prediction for {key[1]!r} by model {key[0]!r}; the first one is kept"
+            )
             continue
         seen.add(key)
         predictions.append(prediction)

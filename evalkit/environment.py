@@ -52,8 +52,17 @@ DEPENDENCY_FILES = (
 _REQUIREMENT_FILES = tuple(p for p in DEPENDENCY_FILES if p.endswith(".txt"))
 
 _SPEC_KEYS = {
-    "base_image", "python", "pip_packages", "install", "pre_test", "pytest_args",
-    "env", "timeout", "memory", "cpus", "pids",
+    "base_image",
+    "python",
+    "pip_packages",
+    "install",
+    "pre_test",
+    "pytest_args",
+    "env",
+    "timeout",
+    "memory",
+    "cpus",
+    "pids",
 }
 
 
@@ -135,7 +144,9 @@ def load_spec_file(path: Path) -> SpecFile:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"invalid TOML: {exc}", path=str(path)) from None
     defaults = _check_keys(dict(data.get("defaults", {})), "[defaults]", path)
-    repos = {k: _check_keys(dict(v), f"[repos.{k!r}]", path) for k, v in data.get("repos", {}).items()}
+    repos = {
+        k: _check_keys(dict(v), f"[repos.{k!r}]", path) for k, v in data.get("repos", {}).items()
+    }
     instances = {
         k: _check_keys(dict(v), f"[instances.{k!r}]", path)
         for k, v in data.get("instances", {}).items()
@@ -167,8 +178,11 @@ def resolve_spec(
 ) -> EnvSpec:
     """Layer: inferred < ``[defaults]`` < ``[repos."owner/name"]`` < ``[instances."id"]``."""
     spec = infer_spec(dependency_files)
-    for table in (spec_file.defaults, spec_file.repos.get(repo, {}),
-                  spec_file.instances.get(instance_id, {})):
+    for table in (
+        spec_file.defaults,
+        spec_file.repos.get(repo, {}),
+        spec_file.instances.get(instance_id, {}),
+    ):
         spec = _apply_overrides(spec, table)
     return spec
 
@@ -248,7 +262,7 @@ def infer_spec(files: dict[str, str]) -> EnvSpec:
     if "tox.ini" in files and (deps := _tox_deps(files["tox.ini"])):
         commands.append("pip install " + " ".join(shlex.quote(d) for d in deps))
         used.append("tox.ini")
-    packaged = [n for n in ("setup.py", "setup.cfg") if n in files]
+    packaged: list[str] = [n for n in ("setup.py", "setup.cfg") if n in files]
     if "pyproject.toml" in files and _pyproject_builds(files["pyproject.toml"]):
         packaged.insert(0, "pyproject.toml")
     if not packaged:

@@ -156,18 +156,21 @@ def grade(
     patch_sha256: str,
 ) -> Verdict:
     """The verdict for one executed (prediction, instance)."""
-    base = {
-        "instance_id": instance.instance_id,
-        "model_name_or_path": model_name_or_path,
-        "patch_sha256": patch_sha256,
-        "apply_method": execution.apply_method,
-        "duration_s": round(execution.duration_s, 3),
-        "tampered_files": execution.tampered_files,
-    }
+    base = Verdict(
+        instance_id=instance.instance_id,
+        model_name_or_path=model_name_or_path,
+        status=Status.UNRESOLVED,
+        patch_sha256=patch_sha256,
+        apply_method=execution.apply_method,
+        duration_s=round(execution.duration_s, 3),
+        tampered_files=execution.tampered_files,
+    )
     if execution.apply_error is not None:
-        return Verdict(status=Status.PATCH_FAILED, error=execution.apply_error, **base)
+        return base.model_copy(
+            update={"status": Status.PATCH_FAILED, "error": execution.apply_error}
+        )
     if execution.task_error is not None:
-        return Verdict(status=Status.ERROR, error=execution.task_error, **base)
+        return base.model_copy(update={"status": Status.ERROR, "error": execution.task_error})
     report = parse_test_report(report_text)
     problem = trust_problem(report, execution)
     tests = {
@@ -175,11 +178,12 @@ def grade(
         P2P: classify(instance.PASS_TO_PASS, report, trusted=problem is None),
     }
     level = resolution(tests)
-    return Verdict(
-        status=Status.RESOLVED if level is Resolution.FULL else Status.UNRESOLVED,
-        resolution=level,
-        timed_out=execution.timed_out,
-        tests=tests,
-        error=problem,
-        **base,
+    return base.model_copy(
+        update={
+            "status": Status.RESOLVED if level is Resolution.FULL else Status.UNRESOLVED,
+            "resolution": level,
+            "timed_out": execution.timed_out,
+            "tests": tests,
+            "error": problem,
+        }
     )

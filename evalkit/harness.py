@@ -97,7 +97,9 @@ class EvalUnit:
 
     @property
     def files_to_run(self) -> list[str]:
-        return list(self.test_files) if self.test_files is not None else test_files(self.selected_ids)
+        return (
+            list(self.test_files) if self.test_files is not None else test_files(self.selected_ids)
+        )
 
 
 # --- pure preparation ---------------------------------------------------------
@@ -105,19 +107,21 @@ class EvalUnit:
 
 def precheck(prediction: Prediction) -> Verdict | None:
     """Verdicts that need no container: an empty patch, or one unsafe to apply."""
-    sha = sha256_text(prediction.model_patch)
-    common = {
-        "instance_id": prediction.instance_id,
-        "model_name_or_path": prediction.model_name_or_path,
-        "patch_sha256": sha,
-        "finished_at": _now(),
-    }
+    verdict = Verdict(
+        instance_id=prediction.instance_id,
+        model_name_or_path=prediction.model_name_or_path,
+        status=Status.EMPTY_PATCH,
+        patch_sha256=sha256_text(prediction.model_patch),
+        finished_at=_now(),
+    )
     if not prediction.model_patch.strip():
-        return Verdict(status=Status.EMPTY_PATCH, **common)
+        return verdict
     try:
         inspect_patch(prediction.model_patch)
     except PatchRejected as exc:
-        return Verdict(status=Status.PATCH_FAILED, error=f"patch rejected: {exc}", **common)
+        return verdict.model_copy(
+            update={"status": Status.PATCH_FAILED, "error": f"patch rejected: {exc}"}
+        )
     return None
 
 
@@ -136,7 +140,9 @@ def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, 
     has_patch = bool(prediction.model_patch.strip())
     model_paths = inspect_patch(prediction.model_patch).paths if has_patch else ()
     test_paths = inspect_patch(instance.test_patch).paths if instance.test_patch.strip() else ()
-    always = [p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG]
+    always = [
+        p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG
+    ]
     always += [p for p in model_paths if p in test_paths and p not in always]
     shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and not is_test_path(p)]
     return {
@@ -183,7 +189,11 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
     eval_script = render_eval_script(unit)
     write_atomic(out / EVAL_SCRIPT_FILE, eval_script)
     config = prepare_config(unit.instance, unit.prediction)
-    lib = {f"evalkit/lib/{p.name}": p.read_bytes() for p in CONTAINER_LIB.glob("*.py") if p.name != "__init__.py"}
+    lib = {
+        f"evalkit/lib/{p.name}": p.read_bytes()
+        for p in CONTAINER_LIB.glob("*.py")
+        if p.name != "__init__.py"
+    }
     files: dict[str, bytes | str] = {
         **lib,
         "evalkit/eval.sh": eval_script,
@@ -214,7 +224,9 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
             execution.duration_s = time.monotonic() - started
             return execution, ""
         if prepared.get("test_patch_error"):
-            execution.task_error = f"the task's test_patch does not apply: {prepared['test_patch_error']}"
+            execution.task_error = (
+                f"the task's test_patch does not apply: {prepared['test_patch_error']}"
+            )
             execution.duration_s = time.monotonic() - started
             return execution, ""
         env = {
@@ -408,6 +420,7 @@ def summarize(
         by_model.setdefault(verdict.model_name_or_path, []).append(verdict)
     summaries = {}
     for model, items in sorted(by_model.items()):
+
         def ids(pred: Callable[[Verdict], bool], items: list[Verdict] = items) -> list[str]:
             return sorted(v.instance_id for v in items if pred(v))
 
@@ -425,12 +438,18 @@ def summarize(
             "tampered_ids": ids(lambda v: bool(v.tampered_files)),
         }
         counts = {k.replace("_ids", "_instances"): len(v) for k, v in lists.items()}
-        summaries[model] = ModelSummary(total_instances=total, **counts, **lists)
+        summaries[model] = ModelSummary.model_validate(
+            {"total_instances": total, **counts, **lists}
+        )
     return summaries
 
 
-def _write_report(run_dir: Path, verdicts: list[Verdict], instance_ids: Iterable[str],
-                  submitted: dict[str, list[str]]) -> dict[str, ModelSummary]:
+def _write_report(
+    run_dir: Path,
+    verdicts: list[Verdict],
+    instance_ids: Iterable[str],
+    submitted: dict[str, list[str]],
+) -> dict[str, ModelSummary]:
     summaries = summarize(verdicts, instance_ids, submitted)
     payload = {m: s.model_dump() for m, s in summaries.items()}
     write_atomic(run_dir / REPORT_FILE, json.dumps(payload, indent=2) + "\n")
@@ -490,8 +509,6 @@ def evaluate(
     ca = resolve_ca_bundle(ca_bundle)
     plan = _plan(task_set, predictions, done, run_dir, timeout, log)
     problems += plan.problems
-    for problem in plan.problems:
-        log(f"error: {problem}")
 
     client = None
     images: dict[str, str] = {}
@@ -531,12 +548,20 @@ def _select(task_set: TaskSet, instance_ids: list[str] | None) -> set[str]:
         return set(task_set.instances)
     unknown = [i for i in instance_ids if i not in task_set.instances]
     if unknown:
-        raise UsageError(f"unknown instance id(s) {unknown[:5]} in --instance-ids (not in {task_set.root})")
+        raise UsageError(
+            f"unknown instance id(s) {unknown[:5]} in --instance-ids (not in {task_set.root})"
+        )
     return set(instance_ids)
 
 
-def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str, str], Verdict],
-          run_dir: Path, timeout: float | None, log: Log) -> _Plan:
+def _plan(
+    task_set: TaskSet,
+    predictions: list[Prediction],
+    done: dict[tuple[str, str], Verdict],
+    run_dir: Path,
+    timeout: float | None,
+    log: Log,
+) -> _Plan:
     plan = _Plan()
     repos: dict[Path, Repository | Problem] = {}
     specs: dict[str, EnvSpec] = {}
@@ -560,14 +585,28 @@ def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str
                 repos[bundle] = Problem(str(bundle), None, str(exc).split(": ", 1)[-1])
         repository = repos[bundle]
         if isinstance(repository, Problem):
-            plan.problems.append(Problem(repository.path, None,
-                                         f"{repository.message} (needed by {instance.instance_id})"))
+            plan.problems.append(
+                Problem(
+                    repository.path,
+                    None,
+                    f"{repository.message} (needed by {instance.instance_id})",
+                )
+            )
             continue
         if instance.instance_id not in specs:
-            missing = [c for c in {instance.base_commit, instance.env_commit} if not repository.has_commit(c)]
+            missing = [
+                c
+                for c in {instance.base_commit, instance.env_commit}
+                if not repository.has_commit(c)
+            ]
             if missing:
-                plan.problems.append(Problem(str(bundle), None,
-                    f"commit {missing[0]} of {instance.instance_id} is not in the bundle"))
+                plan.problems.append(
+                    Problem(
+                        str(bundle),
+                        None,
+                        f"commit {missing[0]} of {instance.instance_id} is not in the bundle",
+                    )
+                )
                 continue
             specs[instance.instance_id], keys[instance.instance_id] = resolve_environment(
                 task_set.spec_file, instance, repository
@@ -580,15 +619,23 @@ def _plan(task_set: TaskSet, predictions: list[Prediction], done: dict[tuple[str
                 spec=spec,
                 image=keys[instance.instance_id],  # the build key until the image exists
                 bundle=bundle,
-                out_dir=run_dir / model_dir_name(prediction.model_name_or_path) / model_dir_name(instance.instance_id),
+                out_dir=run_dir
+                / model_dir_name(prediction.model_name_or_path)
+                / model_dir_name(instance.instance_id),
                 timeout=timeout or spec.timeout,
             )
         )
     return plan
 
 
-def _build_images(units: list[EvalUnit], client: docker.DockerClient, ca: Path | None,
-                  run_dir: Path, images: dict[str, str], log: Log) -> tuple[list[EvalUnit], list[Verdict]]:
+def _build_images(
+    units: list[EvalUnit],
+    client: docker.DockerClient,
+    ca: Path | None,
+    run_dir: Path,
+    images: dict[str, str],
+    log: Log,
+) -> tuple[list[EvalUnit], list[Verdict]]:
     """Build each needed environment image once; units whose image fails become infra errors."""
     built: dict[tuple[str, str], str | InfraError] = {}
     ready: list[EvalUnit] = []
@@ -599,8 +646,14 @@ def _build_images(units: list[EvalUnit], client: docker.DockerClient, ca: Path |
             result: str | InfraError
             try:
                 result = build_environment(
-                    client, unit.instance, unit.spec, unit.image, Repository(unit.bundle),
-                    ca_bundle=ca, log=log, build_log=run_dir / "images" / f"{unit.image}.log",
+                    client,
+                    unit.instance,
+                    unit.spec,
+                    unit.image,
+                    Repository(unit.bundle),
+                    ca_bundle=ca,
+                    log=log,
+                    build_log=run_dir / "images" / f"{unit.image}.log",
                 )
             except InfraError as exc:
                 result = exc
@@ -622,15 +675,24 @@ def _drive(runner: Executor, units: list[EvalUnit], results: Path, progress: boo
 
     count = 0
     with Progress(
-        TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), disable=not progress, transient=False,
+        TextColumn("[bold]evaluate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        disable=not progress,
+        transient=False,
     ) as bar:
         task = bar.add_task("", total=len(units))
         for verdict in runner.run(units):
             append_jsonl(results, [verdict])  # written as each finishes: nothing is lost
             count += 1
-            bar.update(task, advance=1,
-                       description=f"{verdict.instance_id} [{verdict.model_name_or_path}] {verdict.status.value}")
+            bar.update(
+                task,
+                advance=1,
+                description=f"{verdict.instance_id} [{verdict.model_name_or_path}] "
+                f"{verdict.status.value}",
+            )
     return count
 
 
@@ -646,7 +708,11 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
     old = read_verdicts(run_dir / RESULTS_FILE)
     verdicts: list[Verdict] = []
     for verdict in old:
-        out = run_dir / model_dir_name(verdict.model_name_or_path) / model_dir_name(verdict.instance_id)
+        out = (
+            run_dir
+            / model_dir_name(verdict.model_name_or_path)
+            / model_dir_name(verdict.instance_id)
+        )
         execution_path = out / EXECUTION_FILE
         instance = task_set.instances.get(verdict.instance_id)
         if instance is None or not execution_path.is_file():
@@ -656,9 +722,13 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
         report_path = out / TEST_REPORT_FILE
         report = report_path.read_text() if report_path.is_file() else ""
         verdicts.append(
-            grade(instance, execution, report, model_name_or_path=verdict.model_name_or_path,
-                  patch_sha256=verdict.patch_sha256).model_copy(
-                update={"attempts": verdict.attempts, "finished_at": verdict.finished_at})
+            grade(
+                instance,
+                execution,
+                report,
+                model_name_or_path=verdict.model_name_or_path,
+                patch_sha256=verdict.patch_sha256,
+            ).model_copy(update={"attempts": verdict.attempts, "finished_at": verdict.finished_at})
         )
     write_atomic(run_dir / RESULTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
     submitted: dict[str, list[str]] = {}

@@ -37,7 +37,7 @@ def harness_dir() -> Path:
 
 
 def resolve_ca_bundle(explicit: Path | None) -> Path | None:
-    """The site CA bundle: ``--ca-bundle``, else the first of SSL_CERT_FILE, REQUESTS_CA_BUNDLE, PIP_CERT."""
+    """The site CA bundle: ``--ca-bundle``, else SSL_CERT_FILE, REQUESTS_CA_BUNDLE or PIP_CERT."""
     if explicit is not None:
         if not explicit.is_file():
             raise UsageError("CA bundle not found", path=str(explicit))
@@ -83,8 +83,12 @@ def bootstrap_base(
         root = Path(tmp) / "rootfs"
         log(f"debootstrap {suite} from {mirror} (about a minute)...")
         cmd = [
-            "debootstrap", "--variant=minbase", f"--include={','.join(BOOTSTRAP_PACKAGES)}",
-            suite, str(root), mirror,
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(BOOTSTRAP_PACKAGES)}",
+            suite,
+            str(root),
+            mirror,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -143,7 +147,10 @@ def render_dockerfile(spec: EnvSpec, *, repo: str, key: str, base_image: str, ca
 def _context(dockerfile: str, source_tar: bytes, ca_bundle: Path | None) -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        items: list[tuple[str, bytes]] = [("Dockerfile", dockerfile.encode()), ("src.tar", source_tar)]
+        items: list[tuple[str, bytes]] = [
+            ("Dockerfile", dockerfile.encode()),
+            ("src.tar", source_tar),
+        ]
         if ca_bundle is not None:
             items.append(("ca-bundle.crt", ca_bundle.read_bytes()))
         for name, data in items:
@@ -176,7 +183,9 @@ def ensure_env_image(
             return tag
         wanted = spec.base_image or f"python:{spec.python}-slim"
         base = resolve_base_image(client, wanted, log=log)
-        dockerfile = render_dockerfile(spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None)
+        dockerfile = render_dockerfile(
+            spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None
+        )
         log(f"building environment image {tag} from {base}...")
         lines: list[str] = []
         try:

@@ -20,8 +20,17 @@ _TEST_DIRS = frozenset({"test", "tests", "testing", "e2e"})
 # Files whose edits change how tests are collected or reported. A model patch that
 # touches them is reverted before grading (SWE-bench #631: conftest-only "fixes").
 _TEST_CONFIG_NAMES = frozenset(
-    {"conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", ".pytest.ini",
-     "noxfile.py", "pytest.toml", ".coveragerc"}
+    {
+        "conftest.py",
+        "pytest.ini",
+        "tox.ini",
+        "setup.cfg",
+        "pyproject.toml",
+        ".pytest.ini",
+        "noxfile.py",
+        "pytest.toml",
+        ".coveragerc",
+    }
 )
 
 
@@ -64,8 +73,8 @@ def _clean_path(raw: str | None) -> str | None:
 
 def inspect_patch(text: str, *, max_bytes: int = MAX_PATCH_BYTES) -> PatchInfo:
     """Parse and vet a unified diff. Raises :class:`PatchRejected` with a one-line reason."""
-    from unidiff import PatchSet
     from unidiff.errors import UnidiffParseError
+    from unidiff.patch import PatchSet
 
     size = len(text.encode("utf-8", "surrogateescape"))
     if size > max_bytes:

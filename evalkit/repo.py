@@ -38,7 +38,9 @@ def _git(*args: str, cwd: Path | None = None, input_bytes: bytes | None = None) 
         ["git", *args], cwd=cwd, input=input_bytes, capture_output=True, env=env, check=False
     )
     if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, ["git", *args], proc.stdout, proc.stderr)
+        raise subprocess.CalledProcessError(
+            proc.returncode, ["git", *args], proc.stdout, proc.stderr
+        )
     return proc.stdout
 
 
@@ -108,9 +110,10 @@ class Repository:
         """A tar of ``commit``'s tree under ``prefix``/, owned by the sandbox user."""
         raw = _git("archive", "--format=tar", commit, cwd=self.path)
         out = io.BytesIO()
-        with tarfile.open(fileobj=io.BytesIO(raw)) as src, tarfile.open(
-            fileobj=out, mode="w", format=tarfile.PAX_FORMAT
-        ) as dst:
+        with (
+            tarfile.open(fileobj=io.BytesIO(raw)) as src,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst,
+        ):
             root = tarfile.TarInfo(prefix)
             root.type, root.mode, root.uid, root.gid = tarfile.DIRTYPE, 0o755, uid, uid
             dst.addfile(root)

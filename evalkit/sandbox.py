@@ -10,6 +10,7 @@ and (for a ``kill -9``ed run) by the next run.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import signal
 import tarfile
@@ -72,10 +73,8 @@ def remove_live_containers() -> None:
         containers = list(_live.values())
         _live.clear()
     for container in containers:
-        try:
+        with contextlib.suppress(Exception):
             container.remove(force=True)
-        except Exception:
-            pass
 
 
 atexit.register(remove_live_containers)
@@ -112,10 +111,8 @@ def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> i
     selector = f"{LABEL}={run_label}" if run_label else LABEL
     stale = client.containers.list(all=True, filters={"label": selector})
     for container in stale:
-        try:
+        with contextlib.suppress(Exception):
             container.remove(force=True)
-        except Exception:
-            pass
     return len(stale)
 
 
@@ -258,18 +255,14 @@ class DockerSandbox:
             return fh.read() if fh else None
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._container.kill()
-        except Exception:
-            pass
 
     def close(self) -> None:
         with _live_lock:
             _live.pop(self._container.id, None)
-        try:
+        with contextlib.suppress(Exception):
             self._container.remove(force=True)
-        except Exception:
-            pass
 
 
 def tar_files(files: dict[str, bytes | str], *, uid: int = 1000, mode: int = 0o644) -> bytes:

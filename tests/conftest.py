@@ -47,7 +47,11 @@ GIT_ENV = {
 def git(cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-        cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True,
+        cwd=cwd,
+        env=GIT_ENV,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return proc.stdout.strip()
 
@@ -106,7 +110,9 @@ def test_countdown():
     assert countdown(3) == [3, 2, 1]
 """
 
-TESTS_ADD = TESTS_BASE + """
+TESTS_ADD = (
+    TESTS_BASE
+    + """
 
 import pytest
 
@@ -120,12 +126,16 @@ class TestAdd:
     def test_negative(self):
         assert add(-1, -1) == -2
 """
+)
 
-TESTS_LOOP = TESTS_ADD + """
+TESTS_LOOP = (
+    TESTS_ADD
+    + """
 
 def test_countdown_negative():
     assert countdown(-2) == []
 """
+)
 
 
 @dataclass
@@ -149,7 +159,10 @@ class MiniTasks:
         write_tree(self.repo, files)
         git(self.repo, "add", "-A")
         out = subprocess.run(
-            ["git", "diff", "--cached", base], cwd=self.repo, capture_output=True, text=True,
+            ["git", "diff", "--cached", base],
+            cwd=self.repo,
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout
         git(self.repo, "reset", "-q", "--hard", base)
@@ -166,8 +179,15 @@ def build_mini_tasks(root: Path) -> MiniTasks:
     repo = root / "src-repo"
     repo.mkdir(parents=True)
     git(repo, "init", "-q")
-    write_tree(repo, {"pyproject.toml": PYPROJECT, "src/calc/__init__.py": BUGGY,
-                      "tests/test_calc.py": TESTS_BASE, "README.md": "calc\n"})
+    write_tree(
+        repo,
+        {
+            "pyproject.toml": PYPROJECT,
+            "src/calc/__init__.py": BUGGY,
+            "tests/test_calc.py": TESTS_BASE,
+            "README.md": "calc\n",
+        },
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "initial")
     base = git(repo, "rev-parse", "HEAD")
@@ -184,30 +204,55 @@ def build_mini_tasks(root: Path) -> MiniTasks:
     git(repo, "bundle", "create", "-q", str(tasks / REPOS_DIR / "acme__calc.bundle"), "--all")
 
     def diff(a: str, b: str, *paths: str) -> str:
-        return subprocess.run(["git", "diff", a, b, "--", *paths], cwd=repo,
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "diff", a, b, "--", *paths],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     rows = [
         {
-            "instance_id": "acme__calc-1", "repo": "acme/calc", "base_commit": base,
-            "patch": diff(base, fix1, "src"), "test_patch": diff(base, fix1, "tests"),
-            "problem_statement": "add() subtracts", "hints_text": "", "created_at": "2024-01-01",
-            "version": "0.1", "environment_setup_commit": base,
+            "instance_id": "acme__calc-1",
+            "repo": "acme/calc",
+            "base_commit": base,
+            "patch": diff(base, fix1, "src"),
+            "test_patch": diff(base, fix1, "tests"),
+            "problem_statement": "add() subtracts",
+            "hints_text": "",
+            "created_at": "2024-01-01",
+            "version": "0.1",
+            "environment_setup_commit": base,
             # SWE-bench's quirk: lists as JSON strings.
-            "FAIL_TO_PASS": json.dumps(["tests/test_calc.py::test_add[1-2-3]",
-                                        "tests/test_calc.py::test_add[2-2-4]",
-                                        "tests/test_calc.py::TestAdd::test_negative"]),
-            "PASS_TO_PASS": json.dumps(["tests/test_calc.py::test_zero",
-                                        "tests/test_calc.py::test_countdown"]),
+            "FAIL_TO_PASS": json.dumps(
+                [
+                    "tests/test_calc.py::test_add[1-2-3]",
+                    "tests/test_calc.py::test_add[2-2-4]",
+                    "tests/test_calc.py::TestAdd::test_negative",
+                ]
+            ),
+            "PASS_TO_PASS": json.dumps(
+                ["tests/test_calc.py::test_zero", "tests/test_calc.py::test_countdown"]
+            ),
         },
         {
-            "instance_id": "acme__calc-2", "repo": "acme/calc", "base_commit": fix1,
-            "patch": diff(fix1, fix2, "src"), "test_patch": diff(fix1, fix2, "tests"),
-            "problem_statement": "countdown(-2) never returns", "hints_text": "",
-            "created_at": "2024-01-02", "version": "0.1", "environment_setup_commit": base,
+            "instance_id": "acme__calc-2",
+            "repo": "acme/calc",
+            "base_commit": fix1,
+            "patch": diff(fix1, fix2, "src"),
+            "test_patch": diff(fix1, fix2, "tests"),
+            "problem_statement": "countdown(-2) never returns",
+            "hints_text": "",
+            "created_at": "2024-01-02",
+            "version": "0.1",
+            "environment_setup_commit": base,
             "FAIL_TO_PASS": ["tests/test_calc.py::test_countdown_negative"],
-            "PASS_TO_PASS": ["tests/test_calc.py::test_zero", "tests/test_calc.py::test_countdown",
-                             "tests/test_calc.py::test_add[1-2-3]"],
+            "PASS_TO_PASS": [
+                "tests/test_calc.py::test_zero",
+                "tests/test_calc.py::test_countdown",
+                "tests/test_calc.py::test_add[1-2-3]",
+            ],
         },
     ]
     (tasks / INSTANCES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -26,11 +26,19 @@ pytestmark = pytest.mark.docker
 CALC = "src/calc/__init__.py"
 
 
-def run(mini: MiniTasks, tmp_path: Path, rows: list[dict[str, str]], run_id: str = "r",
-        **kwargs: Any) -> RunOutcome:
+def run(
+    mini: MiniTasks, tmp_path: Path, rows: list[dict[str, str]], run_id: str = "r", **kwargs: Any
+) -> RunOutcome:
     preds = mini.predictions(tmp_path / f"{run_id}.jsonl", rows)
-    return evaluate(mini.root, preds, run_id, runs_dir=tmp_path / "runs", progress=False,
-                    log=lambda _: None, **kwargs)
+    return evaluate(
+        mini.root,
+        preds,
+        run_id,
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=lambda _: None,
+        **kwargs,
+    )
 
 
 def pred(model: str, patch: str, instance_id: str = "acme__calc-1") -> dict[str, str]:
@@ -38,30 +46,53 @@ def pred(model: str, patch: str, instance_id: str = "acme__calc-1") -> dict[str,
 
 
 def verdict_of(outcome: RunOutcome, model: str, instance_id: str = "acme__calc-1") -> Verdict:
-    return next(v for v in outcome.verdicts
-                if v.model_name_or_path == model and v.instance_id == instance_id)
+    return next(
+        v
+        for v in outcome.verdicts
+        if v.model_name_or_path == model and v.instance_id == instance_id
+    )
 
 
-def test_gold_patches_resolve_every_instance(docker_engine: Any, mini_tasks: MiniTasks,
-                                             tmp_path: Path) -> None:
-    outcome = evaluate(mini_tasks.root, None, "gold", gold=True, runs_dir=tmp_path,
-                       progress=False, log=lambda _: None)
+def test_gold_patches_resolve_every_instance(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    outcome = evaluate(
+        mini_tasks.root,
+        None,
+        "gold",
+        gold=True,
+        runs_dir=tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
     assert {v.instance_id: v.status for v in outcome.verdicts} == {
-        "acme__calc-1": Status.RESOLVED, "acme__calc-2": Status.RESOLVED}
+        "acme__calc-1": Status.RESOLVED,
+        "acme__calc-2": Status.RESOLVED,
+    }
     summary = outcome.summaries["gold"]
     assert summary.resolved_instances == summary.total_instances == 2
     verdict = verdict_of(outcome, "gold")
-    assert verdict.tests["FAIL_TO_PASS"]["tests/test_calc.py::TestAdd::test_negative"] is TestOutcome.PASSED
+    assert (
+        verdict.tests["FAIL_TO_PASS"]["tests/test_calc.py::TestAdd::test_negative"]
+        is TestOutcome.PASSED
+    )
     out = tmp_path / "gold" / "gold" / "acme__calc-1"
-    for name in ("patch.diff", "eval.sh", "test_output.txt", "test_report.jsonl", "execution.json",
-                 "verdict.json"):
+    for name in (
+        "patch.diff",
+        "eval.sh",
+        "test_output.txt",
+        "test_report.jsonl",
+        "execution.json",
+        "verdict.json",
+    ):
         assert (out / name).is_file(), name
     report = json.loads((tmp_path / "gold" / "report.json").read_text())
     assert report["gold"]["resolved_ids"] == ["acme__calc-1", "acme__calc-2"]
 
 
-def test_printed_passed_lines_and_early_exit_do_not_pass(docker_engine: Any, mini_tasks: MiniTasks,
-                                                        tmp_path: Path) -> None:
+def test_printed_passed_lines_and_early_exit_do_not_pass(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     spoof = BUGGY + (
         "\nimport os, sys\n"
         "print('tests/test_calc.py::test_add[1-2-3] PASSED')\n"
@@ -69,16 +100,20 @@ def test_printed_passed_lines_and_early_exit_do_not_pass(docker_engine: Any, min
         "sys.stdout.flush()\n"
         "os._exit(0)\n"
     )
-    outcome = run(mini_tasks, tmp_path, [pred("spoof", mini_tasks.diff(mini_tasks.commits["base"],
-                                                                        {CALC: spoof}))])
+    outcome = run(
+        mini_tasks,
+        tmp_path,
+        [pred("spoof", mini_tasks.diff(mini_tasks.commits["base"], {CALC: spoof}))],
+    )
     verdict = verdict_of(outcome, "spoof")
     assert verdict.status is Status.UNRESOLVED
     assert all(o is not TestOutcome.PASSED for o in verdict.tests["FAIL_TO_PASS"].values())
     assert verdict.error and "never finished" in verdict.error
 
 
-def test_conftest_reporting_hook_is_reverted_and_recorded(docker_engine: Any, mini_tasks: MiniTasks,
-                                                         tmp_path: Path) -> None:
+def test_conftest_reporting_hook_is_reverted_and_recorded(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     hook = (
         "import pytest\n\n"
         "@pytest.hookimpl(hookwrapper=True)\n"
@@ -87,16 +122,17 @@ def test_conftest_reporting_hook_is_reverted_and_recorded(docker_engine: Any, mi
         "    report = outcome.get_result()\n"
         "    report.outcome = 'passed'\n"
     )
-    patch = mini_tasks.diff(mini_tasks.commits["base"], {"tests/conftest.py": hook,
-                                                         "conftest.py": hook})
+    patch = mini_tasks.diff(
+        mini_tasks.commits["base"], {"tests/conftest.py": hook, "conftest.py": hook}
+    )
     verdict = verdict_of(run(mini_tasks, tmp_path, [pred("hook", patch)]), "hook")
     assert verdict.status is Status.UNRESOLVED
     assert set(verdict.tampered_files) == {"tests/conftest.py", "conftest.py"}
 
 
-def test_model_edits_to_listed_test_files_are_overwritten(docker_engine: Any,
-                                                          mini_tasks: MiniTasks,
-                                                          tmp_path: Path) -> None:
+def test_model_edits_to_listed_test_files_are_overwritten(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     weakened = TESTS_ADD.replace("assert add(a, b) == expected", "assert True")
     patch = mini_tasks.diff(mini_tasks.commits["base"], {"tests/test_calc.py": weakened})
     verdict = verdict_of(run(mini_tasks, tmp_path, [pred("weak", patch)]), "weak")
@@ -104,45 +140,57 @@ def test_model_edits_to_listed_test_files_are_overwritten(docker_engine: Any,
     assert verdict.tampered_files == ["tests/test_calc.py"]
 
 
-def test_pytest_config_tampering_is_reverted(docker_engine: Any, mini_tasks: MiniTasks,
-                                             tmp_path: Path) -> None:
+def test_pytest_config_tampering_is_reverted(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     from tests.conftest import PYPROJECT
 
-    tampered = PYPROJECT.replace('testpaths = ["tests"]',
-                                 'testpaths = ["tests"]\naddopts = "-k zero"')
-    patch = mini_tasks.diff(mini_tasks.commits["base"], {"pyproject.toml": tampered,
-                                                         "pytest.ini": "[pytest]\naddopts = -k zero\n"})
+    tampered = PYPROJECT.replace(
+        'testpaths = ["tests"]', 'testpaths = ["tests"]\naddopts = "-k zero"'
+    )
+    patch = mini_tasks.diff(
+        mini_tasks.commits["base"],
+        {"pyproject.toml": tampered, "pytest.ini": "[pytest]\naddopts = -k zero\n"},
+    )
     verdict = verdict_of(run(mini_tasks, tmp_path, [pred("cfg", patch)]), "cfg")
     assert verdict.status is Status.UNRESOLVED
     assert set(verdict.tampered_files) == {"pyproject.toml", "pytest.ini"}
-    assert verdict.tests["FAIL_TO_PASS"]["tests/test_calc.py::test_add[1-2-3]"] is TestOutcome.FAILED
+    assert (
+        verdict.tests["FAIL_TO_PASS"]["tests/test_calc.py::test_add[1-2-3]"] is TestOutcome.FAILED
+    )
 
 
-def test_non_test_edits_to_shared_config_are_kept(docker_engine: Any, mini_tasks: MiniTasks,
-                                                  tmp_path: Path) -> None:
+def test_non_test_edits_to_shared_config_are_kept(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     from tests.conftest import PYPROJECT
 
-    patch = mini_tasks.diff(mini_tasks.commits["base"], {
-        "pyproject.toml": PYPROJECT.replace('version = "0.1"', 'version = "0.2"'), CALC: FIXED_ADD})
+    patch = mini_tasks.diff(
+        mini_tasks.commits["base"],
+        {
+            "pyproject.toml": PYPROJECT.replace('version = "0.1"', 'version = "0.2"'),
+            CALC: FIXED_ADD,
+        },
+    )
     verdict = verdict_of(run(mini_tasks, tmp_path, [pred("ok", patch)]), "ok")
     assert verdict.status is Status.RESOLVED
     assert verdict.tampered_files == []
 
 
-def test_shadowing_pytest_or_the_report_plugin_does_not_pass(docker_engine: Any,
-                                                             mini_tasks: MiniTasks,
-                                                             tmp_path: Path) -> None:
-    fake = ("import json, os, sys\n"
-            "def main(*a, **k):\n"
-            "    return 0\n")
-    patch = mini_tasks.diff(mini_tasks.commits["base"], {"pytest.py": fake,
-                                                         "evalkit_pytest.py": fake})
+def test_shadowing_pytest_or_the_report_plugin_does_not_pass(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    fake = "import json, os, sys\ndef main(*a, **k):\n    return 0\n"
+    patch = mini_tasks.diff(
+        mini_tasks.commits["base"], {"pytest.py": fake, "evalkit_pytest.py": fake}
+    )
     verdict = verdict_of(run(mini_tasks, tmp_path, [pred("shadow", patch)]), "shadow")
     assert verdict.status is Status.UNRESOLVED
 
 
-def test_fuzzy_patch_applies_through_a_fallback(docker_engine: Any, mini_tasks: MiniTasks,
-                                                tmp_path: Path) -> None:
+def test_fuzzy_patch_applies_through_a_fallback(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     good = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     # Drift the hunk's context: git apply refuses, patch --fuzz accepts.
     drifted = good.replace(" def add(a, b):", " def add(a,  b):")
@@ -151,12 +199,14 @@ def test_fuzzy_patch_applies_through_a_fallback(docker_engine: Any, mini_tasks: 
     assert verdict.apply_method in {"git-apply-3way", "patch-fuzz"}
 
 
-def test_patch_that_applies_nowhere_is_the_agents_failure(docker_engine: Any,
-                                                          mini_tasks: MiniTasks,
-                                                          tmp_path: Path) -> None:
-    broken = ("diff --git a/src/calc/__init__.py b/src/calc/__init__.py\n"
-              "--- a/src/calc/__init__.py\n+++ b/src/calc/__init__.py\n"
-              "@@ -1,2 +1,2 @@\n-def nothing_like_this():\n-    pass\n+def x():\n+    pass\n")
+def test_patch_that_applies_nowhere_is_the_agents_failure(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    broken = (
+        "diff --git a/src/calc/__init__.py b/src/calc/__init__.py\n"
+        "--- a/src/calc/__init__.py\n+++ b/src/calc/__init__.py\n"
+        "@@ -1,2 +1,2 @@\n-def nothing_like_this():\n-    pass\n+def x():\n+    pass\n"
+    )
     outcome = run(mini_tasks, tmp_path, [pred("broken", broken), pred("empty", "")])
     verdict = verdict_of(outcome, "broken")
     assert verdict.status is Status.PATCH_FAILED
@@ -164,8 +214,9 @@ def test_patch_that_applies_nowhere_is_the_agents_failure(docker_engine: Any,
     assert verdict_of(outcome, "empty").status is Status.EMPTY_PATCH
 
 
-def test_a_hanging_test_is_killed_and_marked_timed_out(docker_engine: Any, mini_tasks: MiniTasks,
-                                                       tmp_path: Path) -> None:
+def test_a_hanging_test_is_killed_and_marked_timed_out(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     noop = mini_tasks.diff(mini_tasks.commits["fix1"], {"README.md": "calc, now documented\n"})
     started = time.monotonic()
     outcome = run(mini_tasks, tmp_path, [pred("slow", noop, "acme__calc-2")], timeout=8)
@@ -177,25 +228,29 @@ def test_a_hanging_test_is_killed_and_marked_timed_out(docker_engine: Any, mini_
     assert leftovers == []
 
 
-def test_no_history_after_base_is_reachable_in_the_sandbox(docker_engine: Any,
-                                                           mini_tasks: MiniTasks,
-                                                           tmp_path: Path) -> None:
+def test_no_history_after_base_is_reachable_in_the_sandbox(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     # pytest captures output, but a failure's message reaches the short summary.
-    probe = BUGGY.replace("    return a - b", (
-        "    import subprocess\n"
-        "    count = subprocess.run(['git', 'rev-list', '--all', '--count'],"
-        " capture_output=True, text=True).stdout.strip()\n"
-        "    tags = subprocess.run(['git', 'tag'], capture_output=True, text=True).stdout\n"
-        "    raise RuntimeError(f'EVALKIT-PROBE {count} {tags!r}')"))
+    probe = BUGGY.replace(
+        "    return a - b",
+        (
+            "    import subprocess\n"
+            "    count = subprocess.run(['git', 'rev-list', '--all', '--count'],"
+            " capture_output=True, text=True).stdout.strip()\n"
+            "    tags = subprocess.run(['git', 'tag'], capture_output=True, text=True).stdout\n"
+            "    raise RuntimeError(f'EVALKIT-PROBE {count} {tags!r}')"
+        ),
+    )
     patch = mini_tasks.diff(mini_tasks.commits["base"], {CALC: probe})
     outcome = run(mini_tasks, tmp_path, [pred("probe", patch)])
     output = (outcome.run_dir / "probe" / "acme__calc-1" / "test_output.txt").read_text()
     assert "EVALKIT-PROBE 1 ''" in output  # one commit (the base tree), no tags
 
 
-def test_resume_keeps_finished_results_and_reruns_changed_patches(docker_engine: Any,
-                                                                  mini_tasks: MiniTasks,
-                                                                  tmp_path: Path) -> None:
+def test_resume_keeps_finished_results_and_reruns_changed_patches(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     first = run(mini_tasks, tmp_path, [pred("m", fix), pred("n", fix)], run_id="same")
     assert first.evaluated == 2
@@ -207,20 +262,21 @@ def test_resume_keeps_finished_results_and_reruns_changed_patches(docker_engine:
     assert len(lines) == 2  # superseded line compacted away, no duplicates
 
 
-def test_regrade_recomputes_the_same_verdicts_without_containers(docker_engine: Any,
-                                                                 mini_tasks: MiniTasks,
-                                                                 tmp_path: Path) -> None:
+def test_regrade_recomputes_the_same_verdicts_without_containers(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     original = run(mini_tasks, tmp_path, [pred("m", fix), pred("e", "")], run_id="rg")
     regraded = regrade(original.run_dir)
     strip = {"finished_at", "duration_s"}
-    assert sorted(v.model_dump(exclude=strip).items().__repr__() for v in original.verdicts) == \
-        sorted(v.model_dump(exclude=strip).items().__repr__() for v in regraded.verdicts)
+    assert sorted(
+        v.model_dump(exclude=strip).items().__repr__() for v in original.verdicts
+    ) == sorted(v.model_dump(exclude=strip).items().__repr__() for v in regraded.verdicts)
 
 
-def test_image_build_failure_is_infra_not_the_agents_fault(docker_engine: Any,
-                                                           mini_tasks: MiniTasks,
-                                                           tmp_path: Path) -> None:
+def test_image_build_failure_is_infra_not_the_agents_fault(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     import shutil
 
     tasks = tmp_path / "broken-env"
@@ -228,8 +284,9 @@ def test_image_build_failure_is_infra_not_the_agents_fault(docker_engine: Any,
     (tasks / "evalkit.toml").write_text('[defaults]\ninstall = ["exit 3"]\n')
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     preds = mini_tasks.predictions(tmp_path / "p.jsonl", [pred("m", fix)])
-    outcome = evaluate(tasks, preds, "infra", runs_dir=tmp_path / "runs", progress=False,
-                       log=lambda _: None)
+    outcome = evaluate(
+        tasks, preds, "infra", runs_dir=tmp_path / "runs", progress=False, log=lambda _: None
+    )
     verdict = verdict_of(outcome, "m")
     assert verdict.status is Status.ERROR and verdict.infra_failure
     assert verdict.attempts == 2
@@ -237,13 +294,27 @@ def test_image_build_failure_is_infra_not_the_agents_fault(docker_engine: Any,
     assert outcome.summaries["m"].infra_failure_instances == 1
 
 
-def test_kill_9_mid_run_loses_no_finished_result(docker_engine: Any, mini_tasks: MiniTasks,
-                                                 tmp_path: Path) -> None:
+def test_kill_9_mid_run_loses_no_finished_result(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     rows = [pred(f"m{i}", fix + "\n" * i) for i in range(4)]
     preds = mini_tasks.predictions(tmp_path / "p.jsonl", rows)
-    cmd = [sys.executable, "-m", "evalkit.cli", "evaluate", "--tasks", str(mini_tasks.root),
-           "-p", str(preds), "--run-id", "k9", "--runs-dir", str(tmp_path / "runs"), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "evalkit.cli",
+        "evaluate",
+        "--tasks",
+        str(mini_tasks.root),
+        "-p",
+        str(preds),
+        "--run-id",
+        "k9",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "-q",
+    ]
     results = tmp_path / "runs" / "k9" / "results.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

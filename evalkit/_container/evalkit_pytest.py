@@ -19,7 +19,7 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
     global _report, _wanted
     path = os.environ.get("EVALKIT_REPORT")
     if path:
-        _report = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        _report = open(path, "a", encoding="utf-8", buffering=1)
     select = os.environ.get("EVALKIT_SELECT")
     if select and os.path.exists(select):
         with open(select, encoding="utf-8") as fh:

@@ -14,8 +14,19 @@ import sys
 
 import tomllib
 
-GIT = ["git", "-c", "user.name=evalkit", "-c", "user.email=evalkit@localhost",
-       "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"]
+GIT = [
+    "git",
+    "-c",
+    "user.name=evalkit",
+    "-c",
+    "user.email=evalkit@localhost",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "advice.detachedHead=false",
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,8 +45,15 @@ def reset_tree() -> None:
 APPLY_METHODS = {
     "git-apply": ["git", "apply", "--verbose", "--whitespace=nowarn"],
     "git-apply-3way": ["git", "apply", "--verbose", "--3way", "--whitespace=nowarn"],
-    "patch-fuzz": ["patch", "--batch", "--forward", "-p1", "--fuzz=3",
-                   "--no-backup-if-mismatch", "--reject-file=-"],
+    "patch-fuzz": [
+        "patch",
+        "--batch",
+        "--forward",
+        "-p1",
+        "--fuzz=3",
+        "--no-backup-if-mismatch",
+        "--reject-file=-",
+    ],
 }
 
 
@@ -68,8 +86,10 @@ def _toml_test_config(text: str | None) -> object:
         data = tomllib.loads(text or "")
     except tomllib.TOMLDecodeError:
         return "unparseable"
-    return (data.get("tool", {}).get("pytest"),
-            data.get("project", {}).get("entry-points", {}).get("pytest11"))
+    return (
+        data.get("tool", {}).get("pytest"),
+        data.get("project", {}).get("entry-points", {}).get("pytest11"),
+    )
 
 
 def _ini_test_config(text: str | None, sections: tuple[str, ...]) -> object:
@@ -100,7 +120,11 @@ def main() -> int:
     config = json.load(open(sys.argv[1], encoding="utf-8"))
     os.chdir(config["workdir"])
     result: dict[str, object] = {"apply_method": None, "apply_error": None, "tampered_files": []}
-    for step in (("init", "-q"), ("add", "-A", "-f"), ("commit", "-q", "--no-verify", "-m", "base")):
+    for step in (
+        ("init", "-q"),
+        ("add", "-A", "-f"),
+        ("commit", "-q", "--no-verify", "-m", "base"),
+    ):
         proc = git(*step)
         if proc.returncode != 0:
             result["infra_error"] = f"git {step[0]} failed: {proc.stderr.strip()[-300:]}"

@@ -1,0 +1,83 @@
+"""The sandbox's isolation holds inside a real container."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from evalkit.environment import BOOTSTRAP_IMAGE
+from evalkit.sandbox import DockerSandbox, Limits, tar_files
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def box(docker_engine: Any) -> Any:
+    from evalkit.images import image_exists
+
+    if not image_exists(docker_engine, BOOTSTRAP_IMAGE):
+        pytest.fail(
+            f"{BOOTSTRAP_IMAGE} missing: run `evalkit images bootstrap` (scripts/setup.sh does)"
+        )
+    os.environ["EVALKIT_HOST_SECRET"] = "do-not-leak"
+    sandbox = DockerSandbox(
+        docker_engine,
+        BOOTSTRAP_IMAGE,
+        Limits(memory="256m", pids=64),
+        label="sandbox-test",
+        workdir="/",
+    )
+    yield sandbox
+    sandbox.close()
+
+
+def sh(box: Any, script: str) -> str:
+    result = box.exec(["bash", "-c", script], timeout=30)
+    return str(result.output.decode().strip())
+
+
+def test_runs_as_a_non_root_user_with_no_capabilities(box: Any) -> None:
+    assert sh(box, "id -u") == "1000"
+    status = sh(box, "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
+    assert "CapEff:\t0000000000000000" in status
+    assert "CapBnd:\t0000000000000000" in status
+    assert "NoNewPrivs:\t1" in status
+
+
+def test_has_no_network_but_loopback(box: Any) -> None:
+    assert sh(box, "ls /sys/class/net") == "lo"
+
+
+def test_host_environment_does_not_leak(box: Any) -> None:
+    env = sh(box, "env")
+    assert "EVALKIT_HOST_SECRET" not in env and "do-not-leak" not in env
+
+
+def test_memory_and_pids_are_limited(box: Any, docker_engine: Any) -> None:
+    host_config = docker_engine.api.inspect_container(box.id)["HostConfig"]
+    assert host_config["Memory"] == 256 * 1024 * 1024
+    assert host_config["MemorySwap"] == host_config["Memory"]  # no swap escape
+    assert host_config["PidsLimit"] == 64
+    assert host_config["NetworkMode"] == "none"
+    assert not host_config["Binds"] and not host_config["Privileged"]
+    # A fork bomb hits the pids limit instead of the host.
+    out = sh(box, "for i in $(seq 200); do sleep 5 & done 2>&1 | grep -c 'fork' || true")
+    assert int(out.splitlines()[-1]) > 0
+
+
+def test_root_owned_harness_files_are_read_only_to_the_sandbox_user(box: Any) -> None:
+    box.put_archive("/", tar_files({"evalkit-ro/lib/plugin.py": "x = 1\n"}, uid=0))
+    assert sh(box, "echo y > /evalkit-ro/lib/plugin.py 2>&1 || echo denied").endswith("denied")
+
+
+def test_exec_past_its_timeout_is_killed(docker_engine: Any) -> None:
+    sandbox = DockerSandbox(docker_engine, BOOTSTRAP_IMAGE, Limits(), label="sandbox-test")
+    try:
+        result = sandbox.exec(["sleep", "60"], timeout=2)
+        assert result.timed_out and result.duration_s < 20
+    finally:
+        sandbox.close()
+    ids = [c.id for c in docker_engine.containers.list(all=True)]
+    assert sandbox.id not in ids  # removed on close, killed or not
