@@ -61,7 +61,7 @@ from evalkit.records import (
     write_model,
 )
 from evalkit.repo import Repository
-from evalkit.sandbox import DockerSandbox, Limits, tar_files
+from evalkit.sandbox import DockerSandbox, Limits, SandboxPool, drain_removals, tar_files
 
 if TYPE_CHECKING:
     import docker
@@ -181,7 +181,9 @@ def render_eval_script(unit: EvalUnit) -> str:
 # --- the unit of work ---------------------------------------------------------
 
 
-def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execution, str]:
+def _run_in_sandbox(
+    unit: EvalUnit, client: docker.DockerClient, pool: SandboxPool | None = None
+) -> tuple[Execution, str]:
     """Execute one unit; returns the raw execution facts and the plugin's report."""
     started = time.monotonic()
     out = unit.out_dir
@@ -204,10 +206,18 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
     }
     limits = Limits(memory=unit.spec.memory, cpus=unit.spec.cpus, pids=unit.spec.pids)
     execution = Execution(image=unit.image)
-    with DockerSandbox(client, unit.image, limits, label=out.parent.parent.name) as box:
-        box.put_archive("/", repository.tree_tar(unit.instance.base_commit, "testbed"))
-        # Harness files belong to root: the sandbox user can read, not rewrite, them.
-        box.put_archive("/", tar_files(files, uid=0))
+    # The checkout belongs to the sandbox user; harness files to root, so the
+    # sandbox user can read but not rewrite them. One archive, one copy.
+    payload = tar_files(
+        files, uid=0, base=repository.tree_tar(unit.instance.base_commit, "testbed")
+    )
+    box = (
+        pool.acquire(unit.image, limits)
+        if pool is not None
+        else DockerSandbox(client, unit.image, limits, label=out.parent.parent.name)
+    )
+    try:
+        box.put_archive("/", payload)
         prep = box.exec(["bash", "/evalkit/eval.sh", "prepare"], timeout=600)
         if prep.timed_out or prep.exit_code != 0:
             raise InfraError(f"prepare step failed (exit {prep.exit_code}): {prep.output[-300:]!r}")
@@ -244,6 +254,8 @@ def _run_in_sandbox(unit: EvalUnit, client: docker.DockerClient) -> tuple[Execut
         )
         write_atomic(out / TEST_OUTPUT_FILE, run.output)
         report = box.read_file("/evalkit/out/report.jsonl") or b""
+    finally:
+        box.close(wait=False)
     execution.duration_s = round(time.monotonic() - started, 3)
     return execution, report.decode("utf-8", "replace")
 
@@ -255,7 +267,9 @@ class Executed(NamedTuple):
     attempts: int
 
 
-def execute_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Executed:
+def execute_unit(
+    unit: EvalUnit, client: docker.DockerClient | None = None, pool: SandboxPool | None = None
+) -> Executed:
     """Run one unit in a fresh sandbox and save its raw outputs; no grading.
 
     Infrastructure trouble is retried once, then raised as :class:`InfraError`.
@@ -267,7 +281,7 @@ def execute_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> E
     last_error = ""
     for attempt in range(1, INFRA_ATTEMPTS + 1):
         try:
-            execution, report = _run_in_sandbox(unit, client or docker_client())
+            execution, report = _run_in_sandbox(unit, client or docker_client(), pool)
         except InfraError as exc:
             last_error = str(exc)
             continue
@@ -277,14 +291,16 @@ def execute_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> E
     raise InfraError(last_error)
 
 
-def evaluate_unit(unit: EvalUnit, client: docker.DockerClient | None = None) -> Verdict:
+def evaluate_unit(
+    unit: EvalUnit, client: docker.DockerClient | None = None, pool: SandboxPool | None = None
+) -> Verdict:
     """Evaluate one prediction on one task: inputs in, one verdict out. Never raises for
     infrastructure trouble: it is retried, then recorded as ``error`` + ``infra_failure``."""
     early = precheck(unit.prediction)
     if early is not None:
         return early
     try:
-        execution, report, attempt = execute_unit(unit, client)
+        execution, report, attempt = execute_unit(unit, client, pool)
     except InfraError as exc:
         return infra_verdict(unit.prediction, str(exc), attempts=INFRA_ATTEMPTS)
     verdict = grade(
@@ -366,28 +382,40 @@ class Executor(Protocol):
 
 
 class ThreadExecutor:
-    """Local parallelism: containers do the work, threads only wait on them."""
+    """Local parallelism: containers do the work, threads only wait on them.
 
-    def __init__(self, workers: int, client: docker.DockerClient | None = None):
+    A spare container per image is started ahead of need, and finished ones are
+    removed in the background, so ``docker run`` and ``docker rm`` stay off the
+    critical path.
+    """
+
+    def __init__(self, workers: int, client: docker.DockerClient | None = None, label: str = "1"):
         self.workers = max(1, workers)
         self.client = client
+        self.label = label
 
     def run(self, units: list[EvalUnit]) -> Iterator[Verdict]:
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
+        from evalkit.sandbox import docker_client
+
+        client = self.client or docker_client()
+        sandboxes = SandboxPool(client, self.label)
+        threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
         pending: set[Future[Verdict]] = set()
         queue = list(reversed(units))
         try:
             while queue or pending:
                 while queue and len(pending) < self.workers:
                     unit = queue.pop()
-                    pending.add(pool.submit(evaluate_unit, unit, self.client))
+                    pending.add(threads.submit(evaluate_unit, unit, client, sandboxes))
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
         finally:
             for future in pending:
                 future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+            threads.shutdown(wait=True, cancel_futures=True)
+            sandboxes.close()
+            drain_removals()
 
 
 # --- the run ------------------------------------------------------------------
@@ -536,7 +564,7 @@ def evaluate(
         append_jsonl(results, plan.immediate)
     if plan.skipped:
         log(f"resuming {run_id}: {plan.skipped} finished result(s) kept")
-    runner = executor or ThreadExecutor(workers, client)
+    runner = executor or ThreadExecutor(workers, client, label=run_id)
     evaluated = _drive(runner, plan.units, results, progress, log)
     verdicts = [v for v in _compact(results) if v.instance_id in selected]
     summaries = _write_report(run_dir, verdicts, selected, submitted)

@@ -16,6 +16,7 @@ import signal
 import tarfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -255,21 +256,86 @@ class DockerSandbox:
             return fh.read() if fh else None
 
     def kill(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # already dead
             self._container.kill()
 
+    def close(self, *, wait: bool = True) -> None:
+        """Remove the container; ``wait=False`` hands removal to a background reaper."""
+        if wait:
+            _remove(self._container)
+        else:
+            _reaper().submit(_remove, self._container)
+
+
+def _remove(container: Any) -> None:
+    with contextlib.suppress(Exception):  # already gone
+        container.remove(force=True)
+    with _live_lock:
+        _live.pop(container.id, None)
+
+
+_reaper_pool: ThreadPoolExecutor | None = None
+
+
+def _reaper() -> ThreadPoolExecutor:
+    global _reaper_pool
+    with _live_lock:
+        if _reaper_pool is None:
+            _reaper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-reaper")
+        return _reaper_pool
+
+
+def drain_removals() -> None:
+    """Wait until every background removal has finished."""
+    global _reaper_pool
+    with _live_lock:
+        pool, _reaper_pool = _reaper_pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+class SandboxPool:
+    """Keeps one started spare container per (image, limits), so a unit need not wait
+    for ``docker run``. Every sandbox is still used exactly once."""
+
+    def __init__(self, client: docker.DockerClient, label: str):
+        self._client = client
+        self._label = label
+        self._spares: dict[tuple[str, Limits], Future[DockerSandbox]] = {}
+        self._lock = threading.Lock()
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-prestart")
+
+    def _start(self, image: str, limits: Limits) -> DockerSandbox:
+        return DockerSandbox(self._client, image, limits, label=self._label)
+
+    def acquire(self, image: str, limits: Limits) -> DockerSandbox:
+        key = (image, limits)
+        with self._lock:
+            spare = self._spares.pop(key, None)
+            self._spares[key] = self._starter.submit(self._start, image, limits)
+        if spare is not None:
+            with contextlib.suppress(InfraError):
+                return spare.result()
+        return self._start(image, limits)
+
     def close(self) -> None:
-        with _live_lock:
-            _live.pop(self._container.id, None)
-        with contextlib.suppress(Exception):
-            self._container.remove(force=True)
+        self._starter.shutdown(wait=True)
+        for spare in self._spares.values():
+            with contextlib.suppress(Exception):
+                spare.result().close()
+        self._spares.clear()
 
 
-def tar_files(files: dict[str, bytes | str], *, uid: int = 1000, mode: int = 0o644) -> bytes:
-    """A tar holding ``files`` (path -> content), owned by ``uid``; parent dirs included."""
-    out = io.BytesIO()
+def tar_files(
+    files: dict[str, bytes | str], *, uid: int = 1000, mode: int = 0o644, base: bytes = b""
+) -> bytes:
+    """A tar holding ``files`` (path -> content), owned by ``uid``; parent dirs included.
+
+    With ``base`` (a tar), the files are appended to it: one copy into the sandbox.
+    """
+    out = io.BytesIO(base)
     seen_dirs: set[str] = set()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=out, mode="a" if base else "w", format=tarfile.PAX_FORMAT) as tar:
         for path, content in files.items():
             parts = path.strip("/").split("/")
             for depth in range(1, len(parts)):
