@@ -116,22 +116,27 @@ def evaluate(
     from evalkit.harness import evaluate as run_evaluate
     from evalkit.harness import regrade
 
-    if regrade_only:
-        outcome = regrade(runs_dir / run_id, tasks)
-    else:
-        outcome = run_evaluate(
-            tasks,
-            predictions,
-            run_id,
-            runs_dir=runs_dir,
-            workers=workers,
-            timeout=timeout,
-            instance_ids=instance_ids,
-            gold=gold,
-            ca_bundle=ca_bundle,
-            log=typer.echo,
-            progress=not quiet and sys.stderr.isatty(),
-        )
+    try:
+        if regrade_only:
+            outcome = regrade(runs_dir / run_id, tasks)
+        else:
+            outcome = run_evaluate(
+                tasks,
+                predictions,
+                run_id,
+                runs_dir=runs_dir,
+                workers=workers,
+                timeout=timeout,
+                instance_ids=instance_ids,
+                gold=gold,
+                ca_bundle=ca_bundle,
+                log=typer.echo,
+                progress=not quiet and sys.stderr.isatty(),
+            )
+    except KeyboardInterrupt:
+        # Containers are removed by the sandbox's exit hooks; written lines stay.
+        typer.echo("evalkit: interrupted; finished results are kept (re-run to resume)", err=True)
+        raise typer.Exit(130) from None
     _print_summaries(dict(outcome.summaries))
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
     for problem in outcome.problems:
@@ -208,9 +213,6 @@ def main() -> None:
     except EvalkitError as exc:
         typer.echo(f"evalkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        typer.echo("evalkit: interrupted; finished results are kept", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

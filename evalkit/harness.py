@@ -61,7 +61,15 @@ from evalkit.records import (
     write_model,
 )
 from evalkit.repo import Repository
-from evalkit.sandbox import DockerSandbox, Limits, SandboxPool, drain_removals, tar_files
+from evalkit.sandbox import (
+    DockerSandbox,
+    Limits,
+    SandboxPool,
+    allow_new_sandboxes,
+    drain_removals,
+    remove_live_containers,
+    tar_files,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -398,6 +406,7 @@ class ThreadExecutor:
         from evalkit.sandbox import docker_client
 
         client = self.client or docker_client()
+        allow_new_sandboxes()
         sandboxes = SandboxPool(client, self.label)
         threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
         pending: set[Future[Verdict]] = set()
@@ -410,6 +419,10 @@ class ThreadExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
+        except BaseException:
+            # Interrupted: kill running sandboxes now so workers return at once.
+            remove_live_containers(stop=True)
+            raise
         finally:
             for future in pending:
                 future.cancel()

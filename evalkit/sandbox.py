@@ -66,10 +66,21 @@ class Sandbox(Protocol):
 
 _live: dict[str, Any] = {}
 _live_lock = threading.Lock()
+_stopping = threading.Event()
 
 
-def remove_live_containers() -> None:
-    """Force-remove every container this process started and has not yet removed."""
+def allow_new_sandboxes() -> None:
+    _stopping.clear()
+
+
+def remove_live_containers(*, stop: bool = False) -> None:
+    """Force-remove every container this process started and has not yet removed.
+
+    With ``stop``, no new sandbox may start afterwards (an interrupted run must not
+    spin up retries while it shuts down).
+    """
+    if stop:
+        _stopping.set()
     with _live_lock:
         containers = list(_live.values())
         _live.clear()
@@ -131,6 +142,8 @@ class DockerSandbox:
     ):
         from docker.errors import DockerException
 
+        if _stopping.is_set():
+            raise InfraError("the run is shutting down")
         self._client = client
         try:
             self._container = client.containers.run(

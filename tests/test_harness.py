@@ -329,3 +329,39 @@ def test_kill_9_mid_run_loses_no_finished_result(
     keys = [(json.loads(x)["model_name_or_path"]) for x in lines]
     assert sorted(keys) == ["m0", "m1", "m2", "m3"]  # every result, each exactly once
     assert docker_engine.containers.list(all=True, filters={"label": "evalkit.sandbox=k9"}) == []
+
+
+def test_ctrl_c_removes_containers_and_keeps_results(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    slow = mini_tasks.diff(mini_tasks.commits["fix1"], {"README.md": "x\n"})  # hangs until timeout
+    fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
+    rows = [pred("fast", fix), pred("slow", slow, "acme__calc-2")]
+    preds = mini_tasks.predictions(tmp_path / "p.jsonl", rows)
+    cmd = [
+        sys.executable,
+        "-m",
+        "evalkit.cli",
+        "evaluate",
+        "--tasks",
+        str(mini_tasks.root),
+        "-p",
+        str(preds),
+        "--run-id",
+        "int",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "-q",
+    ]
+    results = tmp_path / "runs" / "int" / "results.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (results.exists() and results.read_text().strip()):
+        time.sleep(0.1)
+    time.sleep(1)  # the slow unit is now inside its test run
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [v.model_name_or_path for v in read_verdicts(results)] == ["fast"]
+    assert docker_engine.containers.list(all=True, filters={"label": "evalkit.sandbox=int"}) == []
