@@ -60,7 +60,10 @@ def _print_summaries(outcome_summaries: dict[str, object]) -> None:
             str(s.timed_out_instances),
             str(len(s.tampered_ids)),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and pipes: no squeezed columns
+    console.print(table)
 
 
 @app.command()
@@ -116,6 +119,9 @@ def evaluate(
     from evalkit.harness import evaluate as run_evaluate
     from evalkit.harness import regrade
 
+    if instance_ids:
+        # Accept SWE-bench's space-separated style as well as repeated flags.
+        instance_ids = [i for value in instance_ids for i in value.replace(",", " ").split()]
     try:
         if regrade_only:
             outcome = regrade(runs_dir / run_id, tasks)

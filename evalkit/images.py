@@ -102,8 +102,18 @@ def bootstrap_base(
     return name
 
 
+_resolved_bases: dict[str, str] = {}
+
+
 def resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log = print) -> str:
-    """Use ``wanted`` if present or pullable; otherwise say so and use the bootstrap base."""
+    """Use ``wanted`` if present or pullable; otherwise say so (once) and use the bootstrap base."""
+    if wanted in _resolved_bases and image_exists(client, _resolved_bases[wanted]):
+        return _resolved_bases[wanted]
+    _resolved_bases[wanted] = _resolve_base_image(client, wanted, log=log)
+    return _resolved_bases[wanted]
+
+
+def _resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log) -> str:
     from docker.errors import DockerException
 
     if wanted and image_exists(client, wanted):
