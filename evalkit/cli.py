@@ -192,18 +192,40 @@ def images_list() -> None:
 
 @app.command()
 def demo(
-    runs_dir: Annotated[Path, typer.Option("--runs-dir")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path(
+        "runs"
+    ),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 2,
 ) -> None:
     """Evaluate the sample task set: gold patches plus scripted agents, then print the summary.
 
+    The scripted agents are a careful one (one wrong fix), a sloppy one (a patch that
+    needs a fuzzy apply, one that applies nowhere, an empty one) and a cheater (conftest
+    hook, printed PASSED lines with an early exit, pytest.ini edits, weakened tests).
+
     Example:
 
         evalkit demo
-    """
-    from evalkit.demo import run_demo
 
-    run_demo(runs_dir=runs_dir, workers=workers, log=typer.echo)
+        evalkit demo --runs-dir /tmp/runs -j 1
+    """
+    from evalkit.harness import evaluate as run_evaluate
+    from evalkit.sample import sample_task_set
+
+    tasks = sample_task_set(runs_dir)
+    typer.echo(f"sample task set: {tasks}")
+    outcome = run_evaluate(
+        tasks,
+        tasks / "predictions" / "scripted.jsonl",
+        "demo",
+        runs_dir=runs_dir,
+        workers=workers,
+        gold=True,
+        log=typer.echo,
+        progress=sys.stderr.isatty(),
+    )
+    _print_summaries(dict(outcome.summaries))
+    typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
 
 
 def main() -> None:
