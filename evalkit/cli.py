@@ -191,6 +191,60 @@ def images_list() -> None:
 
 
 @app.command()
+def report(
+    runs: Annotated[list[str], typer.Option("--runs", help="Run id(s); repeat or space-separate.")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path(
+        "reports/report.html"
+    ),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+    leaderboard: Annotated[
+        Path | None, typer.Option("--leaderboard", help="CSV adding/replacing public rows.")
+    ] = None,
+    model_map: Annotated[
+        Path | None,
+        typer.Option("--model-map", help="TOML/JSON: agent name -> leaderboard model name."),
+    ] = None,
+    cutoff: Annotated[
+        list[str] | None, typer.Option("--cutoff", help="MODEL=YYYY-MM-DD training cutoff.")
+    ] = None,
+) -> None:
+    """Write the HTML gap report: internal rates with CIs beside public Verified / Pro numbers.
+
+    Examples:
+
+        evalkit report --runs nightly --out reports/nightly.html
+
+        evalkit report --runs nightly-1 nightly-2 nightly-3 --model-map agents.toml
+
+        evalkit report --runs demo --cutoff claude-opus-4-5=2025-03-01
+    """
+    from evalkit.report import build_report
+
+    cutoffs: dict[str, str] = {}
+    for item in cutoff or []:
+        model, sep, date = item.partition("=")
+        if not sep or not model or not date:
+            _fail(f"--cutoff {item!r}: expected MODEL=YYYY-MM-DD")
+        cutoffs[model] = date
+    run_ids = [r for value in runs for r in value.replace(",", " ").split()]
+    result = build_report(
+        run_ids,
+        runs_dir=runs_dir,
+        out=out,
+        leaderboard=leaderboard,
+        model_map=model_map,
+        cutoffs=cutoffs,
+    )
+    typer.echo(f"report: {result.html_path} ({result.tasks} tasks, {len(result.agents)} agents)")
+    typer.echo(f"tables: {result.tables_dir}/")
+    if result.unmatched_agents:
+        typer.echo(
+            f"no public leaderboard match for: {', '.join(result.unmatched_agents)} "
+            "(use --model-map)"
+        )
+
+
+@app.command()
 def demo(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path(
         "runs"
@@ -226,6 +280,10 @@ def demo(
     )
     _print_summaries(dict(outcome.summaries))
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
+    from evalkit.report import build_report
+
+    html = build_report(["demo"], runs_dir=runs_dir, out=Path("reports") / "demo.html").html_path
+    typer.echo(f"report: {html}")
 
 
 def main() -> None:

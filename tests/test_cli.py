@@ -27,7 +27,7 @@ def test_import_evalkit_is_cheap_and_silent() -> None:
 
 
 def test_every_command_has_examples_in_help() -> None:
-    for command in (["evaluate"], ["images", "bootstrap"], ["demo"]):
+    for command in (["evaluate"], ["images", "bootstrap"], ["demo"], ["report"]):
         assert "Example" in evalkit(*command, "--help").stdout, command
 
 

@@ -26,8 +26,14 @@ def build_report(
     """Write the HTML gap report for ``run_ids`` to ``out``, with CSV/JSON tables beside it."""
     from evalkit.report._build import build_report as build
 
-    return build(run_ids, runs_dir=runs_dir, out=out, leaderboard=leaderboard,
-                 model_map=model_map, cutoffs=cutoffs)
+    return build(
+        run_ids,
+        runs_dir=runs_dir,
+        out=out,
+        leaderboard=leaderboard,
+        model_map=model_map,
+        cutoffs=cutoffs,
+    )
 
 
 def __getattr__(name: str) -> object:

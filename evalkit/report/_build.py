@@ -38,8 +38,11 @@ from evalkit.report._leaderboard import (
 if TYPE_CHECKING:
     import pandas as pd
 
-SIZE_BUCKETS = ((10, "small (≤10 lines)"), (50, "medium (11-50 lines)"),
-                (math.inf, "large (>50 lines)"))
+SIZE_BUCKETS = (
+    (10, "small (≤10 lines)"),
+    (50, "medium (11-50 lines)"),
+    (math.inf, "large (>50 lines)"),
+)
 EMBED_TEXT_CAP = 6000
 """Characters of a problem statement or patch embedded in the page; the rest is linked."""
 EMBED_PATCHES_MAX_CELLS = 400
@@ -84,11 +87,20 @@ def _load_run(run_dir: Path) -> tuple[RunManifest, list[dict[str, Any]]]:
         raise UsageError("no such run", path=str(run_dir))
     if not results_path.is_file():
         raise UsageError(f"run has no {RESULTS_FILE}", path=str(run_dir))
-    manifest = (RunManifest.model_validate_json(manifest_path.read_text())
-                if manifest_path.is_file() else
-                RunManifest(run_id=run_dir.name, evalkit_version="?", tasks_dir="",
-                            tasks_sha256="", predictions="", timeout_s=0, workers=0,
-                            created_at=""))
+    manifest = (
+        RunManifest.model_validate_json(manifest_path.read_text())
+        if manifest_path.is_file()
+        else RunManifest(
+            run_id=run_dir.name,
+            evalkit_version="?",
+            tasks_dir="",
+            tasks_sha256="",
+            predictions="",
+            timeout_s=0,
+            workers=0,
+            created_at="",
+        )
+    )
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for _, line in iter_jsonl_lines(results_path):
         try:
@@ -119,8 +131,9 @@ def _load_tasks(manifests: Iterable[RunManifest]) -> dict[str, _Task]:
         for iid, inst in load_task_set(Path(manifest.tasks_dir)).instances.items():
             if iid not in tasks:
                 lines, files = _size(inst.patch)
-                tasks[iid] = _Task(iid, inst.repo, inst.created_at, lines, files,
-                                   inst.problem_statement)
+                tasks[iid] = _Task(
+                    iid, inst.repo, inst.created_at, lines, files, inst.problem_statement
+                )
     return tasks
 
 
@@ -152,8 +165,23 @@ def load(run_ids: list[str], runs_dir: Path) -> _Data:
     tasks = _load_tasks(manifests)
     for iid in results["instance_id"].unique():
         tasks.setdefault(iid, _Task(iid, repo=iid.rsplit("-", 1)[0].replace("__", "/")))
-    return _Data(results[["run_id", "agent", "instance_id", "status", "resolved", "infra",
-                          "tampered", "timed_out"]], tasks, manifests, run_dirs)
+    return _Data(
+        results[
+            [
+                "run_id",
+                "agent",
+                "instance_id",
+                "status",
+                "resolved",
+                "infra",
+                "tampered",
+                "timed_out",
+            ]
+        ],
+        tasks,
+        manifests,
+        run_dirs,
+    )
 
 
 # --- tables -------------------------------------------------------------------
@@ -162,8 +190,9 @@ def load(run_ids: list[str], runs_dir: Path) -> _Data:
 def outcome_matrix(results: pd.DataFrame, agent: str) -> tuple[list[str], np.ndarray]:
     """Tasks x repeats 0/1 matrix for one agent (NaN where infra failed or not run)."""
     sub = results[results["agent"] == agent]
-    pivot = sub.pivot_table(index="instance_id", columns="run_id", values="resolved",
-                            aggfunc="first", dropna=False)
+    pivot = sub.pivot_table(
+        index="instance_id", columns="run_id", values="resolved", aggfunc="first", dropna=False
+    )
     return list(pivot.index), pivot.to_numpy(dtype=float)
 
 
@@ -184,7 +213,9 @@ def headline(data: _Data, rows: list[PublicScore], model_map: dict[str, str]) ->
             "graded_results": graded,
             "resolved_results": int(np.nansum(matrix)),
             "infra_failures": int(sub["infra"].sum()),
-            "rate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
+            "rate": ci.estimate,
+            "ci_low": ci.low,
+            "ci_high": ci.high,
             "matched_model": "",
         }
         for label, bench in (("verified", VERIFIED), ("pro", PRO)):
@@ -192,14 +223,20 @@ def headline(data: _Data, rows: list[PublicScore], model_map: dict[str, str]) ->
             if score is not None:
                 record["matched_model"] = score.model
                 public = score.score_pct / 100
-                record.update({
-                    f"{label}_pct": score.score_pct, f"{label}_evidence": score.evidence,
-                    f"{label}_system": score.system, f"{label}_date": score.date,
-                    f"{label}_source": score.source_url, f"{label}_split": score.split,
-                    # The public number is treated as fixed: the interval is ours only.
-                    f"gap_{label}": ci.estimate - public, f"gap_{label}_low": ci.low - public,
-                    f"gap_{label}_high": ci.high - public,
-                })
+                record.update(
+                    {
+                        f"{label}_pct": score.score_pct,
+                        f"{label}_evidence": score.evidence,
+                        f"{label}_system": score.system,
+                        f"{label}_date": score.date,
+                        f"{label}_source": score.source_url,
+                        f"{label}_split": score.split,
+                        # The public number is treated as fixed: the interval is ours only.
+                        f"gap_{label}": ci.estimate - public,
+                        f"gap_{label}_low": ci.low - public,
+                        f"gap_{label}_high": ci.high - public,
+                    }
+                )
         records.append(record)
     return pd.DataFrame(records)
 
@@ -217,7 +254,7 @@ def pairwise(results: pd.DataFrame) -> pd.DataFrame:
     majority = {a: _per_task_majority(results, a) for a in agents}
     records = []
     for i, a in enumerate(agents):
-        for b in agents[i + 1:]:
+        for b in agents[i + 1 :]:
             common = majority[a].index.intersection(majority[b].index)
             if common.empty:
                 continue
@@ -232,12 +269,20 @@ def pairwise(results: pd.DataFrame) -> pd.DataFrame:
                 verdict = f"{winner} beats {loser} (p = {p:.3g})"
             else:
                 verdict = f"no significant difference (p = {p:.2g}); do not rank these two"
-            records.append({
-                "agent_a": a, "agent_b": b, "tasks": int(common.size),
-                "only_a_resolved": only_a, "only_b_resolved": only_b,
-                "difference": diff.estimate, "diff_low": diff.low, "diff_high": diff.high,
-                "mcnemar_p": p, "conclusion": verdict,
-            })
+            records.append(
+                {
+                    "agent_a": a,
+                    "agent_b": b,
+                    "tasks": int(common.size),
+                    "only_a_resolved": only_a,
+                    "only_b_resolved": only_b,
+                    "difference": diff.estimate,
+                    "diff_low": diff.low,
+                    "diff_high": diff.high,
+                    "mcnemar_p": p,
+                    "conclusion": verdict,
+                }
+            )
     return pd.DataFrame(records)
 
 
@@ -252,12 +297,18 @@ def repeats(results: pd.DataFrame) -> pd.DataFrame:
             continue
         full = matrix[~np.isnan(matrix).any(axis=1)]
         record: dict[str, Any] = {"agent": agent, "runs": k, "tasks_in_all_runs": len(full)}
+        successes = full.sum(axis=1).astype(int)
         for j in range(1, k + 1):
-            record[f"pass@{j}"] = float(np.mean([stats.pass_at_k(k, int(r.sum()), j) for r in full]))
-            record[f"pass^{j}"] = float(np.mean([stats.pass_hat_k(k, int(r.sum()), j) for r in full]))
-        flips = [stats.flip_rate(row) for row in matrix]
-        record["mean_flip_rate"] = float(np.mean(flips)) if flips else 0.0
-        record["tasks_that_flip"] = int(sum(f > 0 for f in flips))
+            # Both estimators depend only on a task's success count: one table per k.
+            at = np.array([stats.pass_at_k(k, c, j) for c in range(k + 1)])
+            hat = np.array([stats.pass_hat_k(k, c, j) for c in range(k + 1)])
+            record[f"pass@{j}"] = float(at[successes].mean()) if len(full) else math.nan
+            record[f"pass^{j}"] = float(hat[successes].mean()) if len(full) else math.nan
+        graded = (~np.isnan(matrix)).sum(axis=1)
+        ones = np.nansum(matrix, axis=1)
+        flips = np.where(graded >= 2, np.minimum(ones, graded - ones) / np.maximum(graded, 1), 0)
+        record["mean_flip_rate"] = float(np.mean(flips)) if len(flips) else 0.0
+        record["tasks_that_flip"] = int((flips > 0).sum())
         records.append(record)
     return pd.DataFrame(records)
 
@@ -276,41 +327,84 @@ def breakdowns(data: _Data, cutoffs: dict[str, str]) -> pd.DataFrame:
     frame["repo"] = frame["instance_id"].map(lambda i: data.tasks[i].repo or "unknown")
     frame["size"] = frame["instance_id"].map(lambda i: _bucket(data.tasks[i].lines_changed))
     norm_cutoffs = {normalize(k): v for k, v in cutoffs.items()}
-
-    def cutoff_side(row: Any) -> str:
-        cut = cutoffs.get(row["agent"]) or norm_cutoffs.get(normalize(row["agent"]))
-        created = data.tasks[row["instance_id"]].created_at[:10]
-        if not cut or not created:
-            return "no cutoff given"
-        return "after cutoff" if created > cut else "before cutoff (may be in training data)"
-
-    frame["cutoff"] = frame.apply(cutoff_side, axis=1) if len(frame) else []
+    agent_cut = {
+        a: cutoffs.get(a) or norm_cutoffs.get(normalize(a)) or "" for a in frame["agent"].unique()
+    }
+    created = frame["instance_id"].map(lambda i: data.tasks[i].created_at[:10])
+    cut = frame["agent"].map(agent_cut)
+    frame["cutoff"] = np.where(
+        (cut == "") | (created == ""),
+        "no cutoff given",
+        np.where(created > cut, "after cutoff", "before cutoff (may be in training data)"),
+    )
     records = []
     for dimension in ("repo", "size", "cutoff"):
         grouped = frame.groupby(["agent", dimension])["resolved"].agg(["sum", "count"])
         for (agent, value), row in grouped.iterrows():
             ci = stats.wilson(int(row["sum"]), int(row["count"]))
-            records.append({"dimension": dimension, "group": value, "agent": agent,
-                            "resolved": int(row["sum"]), "graded": int(row["count"]),
-                            "rate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high})
+            records.append(
+                {
+                    "dimension": dimension,
+                    "group": value,
+                    "agent": agent,
+                    "resolved": int(row["sum"]),
+                    "graded": int(row["count"]),
+                    "rate": ci.estimate,
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                }
+            )
     return pd.DataFrame(records)
 
 
 def matrix_table(data: _Data) -> pd.DataFrame:
-    """Task x agent cell: the status (majority across runs) and how many runs resolved."""
-    import pandas as pd
+    """Task x agent cell: the commonest status across runs (``tampered`` when the patch
+    edited tests and never resolved), plus ``k/n`` resolved runs when runs repeat.
 
-    def cell(group: pd.DataFrame) -> str:
-        if group["tampered"].any() and not (group["status"] == "resolved").any():
-            return "tampered"
-        statuses = group["status"].value_counts()
-        top = str(statuses.index[0])
-        if len(group) > 1:
-            return f"{top} {int((group['status'] == 'resolved').sum())}/{len(group)}"
-        return top
+    Vectorised: a report over 2,000 tasks x 20 agents x 3 runs must take seconds.
+    """
+    frame = data.results
+    keys = ["instance_id", "agent"]
+    counts = frame.groupby([*keys, "status"]).size().rename("n").reset_index()
+    top = counts.sort_values([*keys, "n", "status"], ascending=[True, True, False, True])
+    top = top.drop_duplicates(keys).set_index(keys)["status"]
+    grouped = frame.groupby(keys)
+    runs = grouped.size()
+    resolved = frame.assign(r=(frame["status"] == "resolved").astype(int)).groupby(keys)["r"].sum()
+    tampered = grouped["tampered"].any()
+    cell = top.astype(str).where(~(tampered & (resolved == 0)), "tampered")
+    repeated = runs > 1
+    cell = cell.where(~repeated, cell + " " + resolved.astype(str) + "/" + runs.astype(str))
+    return cell.unstack("agent").fillna("—").sort_index()
 
-    cells = data.results.groupby(["instance_id", "agent"]).apply(cell, include_groups=False)
-    return cells.unstack("agent").fillna("—").sort_index()
+
+@dataclass(frozen=True)
+class PublicPair:
+    model: str
+    verified: PublicScore
+    pro: PublicScore
+
+    @property
+    def gap(self) -> float:
+        return self.pro.score_pct - self.verified.score_pct
+
+
+def public_reference(rows: list[PublicScore], limit: int = 12) -> list[PublicPair]:
+    """Models with a standardized-scaffold number on both Verified and Pro: the
+    like-for-like public gap, as context for the internal one."""
+    models = {r.model for r in rows if r.evidence == "standardized_scaffold"}
+    pairs: list[PublicPair] = []
+    for model in models:
+        verified, pro = best_score(rows, model, VERIFIED), best_score(rows, model, PRO)
+        if (
+            verified
+            and pro
+            and verified.evidence == "standardized_scaffold"
+            and pro.evidence == "standardized_scaffold"
+        ):
+            pairs.append(PublicPair(model, verified, pro))
+    pairs.sort(key=lambda p: -p.verified.score_pct)
+    return pairs[:limit]
 
 
 # --- charts (inline SVG, escaped by construction) -----------------------------
@@ -320,11 +414,18 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def bar_chart(labels: list[str], values: list[float], lows: list[float], highs: list[float],
-              markers: dict[str, list[float | None]] | None = None, *,
-              title: str, signed: bool = False) -> str:
+def bar_chart(
+    labels: list[str],
+    values: list[float],
+    lows: list[float],
+    highs: list[float],
+    markers: dict[str, list[float | None]] | None = None,
+    *,
+    title: str,
+    signed: bool = False,
+) -> str:
     """Horizontal bars with 95% error bars; optional public-number markers per row."""
-    width, left, row_h = 760, 230, 26
+    width, left, row_h = 760, 290, 26
     height = 40 + row_h * max(len(labels), 1) + 30
     lo_v = min([0.0, *[x for x in lows if not math.isnan(x)]]) if signed else 0.0
     hi_v = max([1.0 if not signed else 0.0, *[x for x in highs if not math.isnan(x)]])
@@ -333,41 +434,52 @@ def bar_chart(labels: list[str], values: list[float], lows: list[float], highs: 
     def x(v: float) -> float:
         return left + (v - lo_v) / span * (width - left - 20)
 
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{_esc(title)}" xmlns="http://www.w3.org/2000/svg">',
-             f'<text x="{left}" y="18" class="ct">{_esc(title)}</text>']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{_esc(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{left}" y="18" class="ct">{_esc(title)}</text>',
+    ]
     zero = x(0.0)
     for tick in np.linspace(lo_v, hi_v, 6):
         tx = x(float(tick))
-        parts.append(f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
-                     f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:+.0f}%</text>'
-                     if signed else
-                     f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
-                     f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:.0f}%</text>')
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
+            f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:+.0f}%</text>'
+            if signed
+            else f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
+            f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:.0f}%</text>'
+        )
     colors = {"verified": "#d97706", "pro": "#7c3aed"}
     for i, label in enumerate(labels):
         y = 34 + i * row_h
         v, lo, hi = values[i], lows[i], highs[i]
-        parts.append(f'<text x="{left - 8}" y="{y + 14}" class="lbl">{_esc(label[:34])}</text>')
+        short = label if len(label) <= 44 else label[:43] + "…"
+        parts.append(f'<text x="{left - 8}" y="{y + 14}" class="lbl">{_esc(short)}</text>')
         if math.isnan(v):
             continue
         x0, x1 = sorted((zero, x(v)))
-        parts.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" '
-                     f'height="{row_h - 10}" class="{"neg" if v < 0 else "bar"}">'
-                     f'<title>{_esc(label)}: {v * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f})'
-                     f'</title></rect>')
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" '
+            f'height="{row_h - 10}" class="{"neg" if v < 0 else "bar"}">'
+            f"<title>{_esc(label)}: {v * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f})"
+            f"</title></rect>"
+        )
         if not math.isnan(lo):
             yc = y + row_h / 2 - 2
-            parts.append(f'<line x1="{x(lo):.1f}" y1="{yc:.1f}" x2="{x(hi):.1f}" y2="{yc:.1f}" '
-                         f'class="err"/><line x1="{x(lo):.1f}" y1="{yc - 5:.1f}" x2="{x(lo):.1f}" '
-                         f'y2="{yc + 5:.1f}" class="err"/><line x1="{x(hi):.1f}" y1="{yc - 5:.1f}"'
-                         f' x2="{x(hi):.1f}" y2="{yc + 5:.1f}" class="err"/>')
+            parts.append(
+                f'<line x1="{x(lo):.1f}" y1="{yc:.1f}" x2="{x(hi):.1f}" y2="{yc:.1f}" '
+                f'class="err"/><line x1="{x(lo):.1f}" y1="{yc - 5:.1f}" x2="{x(lo):.1f}" '
+                f'y2="{yc + 5:.1f}" class="err"/><line x1="{x(hi):.1f}" y1="{yc - 5:.1f}"'
+                f' x2="{x(hi):.1f}" y2="{yc + 5:.1f}" class="err"/>'
+            )
         for name, points in (markers or {}).items():
             point = points[i]
             if point is not None:
-                parts.append(f'<circle cx="{x(point):.1f}" cy="{y + row_h / 2 - 2:.1f}" r="5" '
-                             f'fill="{colors.get(name, "#000")}"><title>public {_esc(name)}: '
-                             f'{point * 100:.1f}%</title></circle>')
+                parts.append(
+                    f'<circle cx="{x(point):.1f}" cy="{y + row_h / 2 - 2:.1f}" r="5" '
+                    f'fill="{colors.get(name, "#000")}"><title>public {_esc(name)}: '
+                    f"{point * 100:.1f}%</title></circle>"
+                )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -417,66 +529,111 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     tables_dir = out.with_name(out.stem + "_tables")
     tables_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("headline", head), ("pairwise", pairs), ("repeats", reps),
-                        ("breakdowns", breaks), ("matrix", matrix.reset_index()),
-                        ("results", data.results)):
+    for name, frame in (
+        ("headline", head),
+        ("pairwise", pairs),
+        ("repeats", reps),
+        ("breakdowns", breaks),
+        ("matrix", matrix.reset_index()),
+        ("results", data.results),
+    ):
         frame.to_csv(tables_dir / f"{name}.csv", index=False)
         frame.to_json(tables_dir / f"{name}.json", orient="records", indent=1)
 
     agents = list(head["agent"])
     n_tasks = len(matrix.index)
     markers = {
-        label: [(float(r[f"{label}_pct"]) / 100 if f"{label}_pct" in head and
-                 not pd.isna(r.get(f"{label}_pct")) else None) for _, r in head.iterrows()]
+        label: [
+            (
+                float(r[f"{label}_pct"]) / 100
+                if f"{label}_pct" in head and not pd.isna(r.get(f"{label}_pct"))
+                else None
+            )
+            for _, r in head.iterrows()
+        ]
         for label in ("verified", "pro")
     }
     charts = {
-        "headline": bar_chart(agents, list(head["rate"]), list(head["ci_low"]),
-                              list(head["ci_high"]), markers,
-                              title="Internal resolve rate, 95% CI (dots: public Verified / Pro)"),
+        "headline": bar_chart(
+            agents,
+            list(head["rate"]),
+            list(head["ci_low"]),
+            list(head["ci_high"]),
+            markers,
+            title="Internal resolve rate, 95% CI (dots: public Verified / Pro)",
+        ),
     }
     for label, bench in (("verified", "Verified"), ("pro", "Pro")):
         if f"gap_{label}" in head:
             have = head[head[f"gap_{label}"].notna()]
             if len(have):
                 charts[f"gap_{label}"] = bar_chart(
-                    list(have["agent"]), list(have[f"gap_{label}"]),
-                    list(have[f"gap_{label}_low"]), list(have[f"gap_{label}_high"]),
-                    title=f"Transfer gap: internal minus public SWE-bench {bench}", signed=True)
+                    list(have["agent"]),
+                    list(have[f"gap_{label}"]),
+                    list(have[f"gap_{label}_low"]),
+                    list(have[f"gap_{label}_high"]),
+                    title=f"Transfer gap: internal minus public SWE-bench {bench}",
+                    signed=True,
+                )
     breakdown_charts = []
     for dimension, frame in breaks.groupby("dimension", sort=False):
-        labels = [f"{g} · {a}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
-        breakdown_charts.append(bar_chart(labels, list(frame["rate"]), list(frame["ci_low"]),
-                                          list(frame["ci_high"]), title=f"By {dimension}"))
+        labels = [f"{a} · {g}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
+        breakdown_charts.append(
+            bar_chart(
+                labels,
+                list(frame["rate"]),
+                list(frame["ci_low"]),
+                list(frame["ci_high"]),
+                title=f"By {dimension}",
+            )
+        )
 
-    embed_patches = n_tasks * max(len(agents), 1) <= EMBED_PATCHES_MAX_CELLS
+    # Large sets keep the page small: per-run cells (patches, links) only for small ones.
+    embed_patches = len(data.results) <= EMBED_PATCHES_MAX_CELLS
+    by_task: dict[str, list[Any]] = {}
+    if embed_patches:
+        for row in data.results.itertuples(index=False):
+            by_task.setdefault(str(row.instance_id), []).append(row)
     details = []
-    for iid in matrix.index:
+    for index, iid in enumerate(matrix.index):
         task = data.tasks[iid]
         cells = []
-        for agent in agents:
-            sub = data.results[(data.results["instance_id"] == iid) & (data.results["agent"] == agent)]
-            for _, row in sub.iterrows():
-                patch_path = (data.run_dirs[row["run_id"]] / model_dir_name(agent)
-                              / model_dir_name(iid) / PATCH_FILE)
-                patch_text = ""
-                if embed_patches and patch_path.is_file():
-                    patch_text = patch_path.read_text(errors="replace")[:EMBED_TEXT_CAP]
-                cells.append({"agent": agent, "run": row["run_id"], "status": row["status"],
-                              "patch": patch_text,
-                              "patch_link": _rel(patch_path, out.parent) if patch_path.is_file() else "",
-                              "results_link": _rel(patch_path.parent, out.parent)
-                              if patch_path.parent.is_dir() else ""})
-        details.append({"id": iid, "anchor": f"task-{abs(hash(iid)) % 10**10}",
-                        "repo": task.repo, "created_at": task.created_at,
-                        "size": _bucket(task.lines_changed),
-                        "problem": task.problem[:EMBED_TEXT_CAP] if n_tasks <= 500 else "",
-                        "cells": cells})
+        for row in sorted(by_task.get(iid, []), key=lambda r: (r.agent, r.run_id)):
+            outputs = data.run_dirs[row.run_id] / model_dir_name(row.agent) / model_dir_name(iid)
+            patch_path = outputs / PATCH_FILE
+            has_patch = patch_path.is_file()
+            cells.append(
+                {
+                    "agent": row.agent,
+                    "run": row.run_id,
+                    "status": row.status,
+                    "patch": patch_path.read_text(errors="replace")[:EMBED_TEXT_CAP]
+                    if has_patch
+                    else "",
+                    "patch_link": _rel(patch_path, out.parent) if has_patch else "",
+                    "results_link": _rel(outputs, out.parent) if outputs.is_dir() else "",
+                }
+            )
+        details.append(
+            {
+                "id": iid,
+                "anchor": f"task-{index}",
+                "repo": task.repo,
+                "created_at": task.created_at,
+                "size": _bucket(task.lines_changed),
+                "problem": task.problem[:EMBED_TEXT_CAP] if n_tasks <= 500 else "",
+                "cells": cells,
+            }
+        )
     anchors = {d["id"]: d["anchor"] for d in details}
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                      autoescape=select_autoescape(["html", "j2"], default=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html", "j2"], default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["pct"] = _fmt_pct
     manifests = [m.model_dump() for m in data.manifests]
     hashes = {m.tasks_sha256 for m in data.manifests if m.tasks_sha256}
@@ -498,6 +655,7 @@ def build_report(
         n_tasks=n_tasks,
         manifests=manifests,
         mixed_task_sets=len(hashes) > 1,
+        reference=public_reference(rows),
         unmatched=[r["agent"] for r in head.to_dict("records") if not r["matched_model"]],
         infra_total=int(data.results["infra"].sum()),
         size_buckets=[label for _, label in SIZE_BUCKETS],
@@ -506,5 +664,10 @@ def build_report(
         tables_dir=_rel(tables_dir, out.parent),
     )
     out.write_text(page, encoding="utf-8")
-    return ReportResult(out, tables_dir, agents, n_tasks,
-                        [a for a in agents if a in [r for r in head[head["matched_model"] == ""]["agent"]]])
+    return ReportResult(
+        out,
+        tables_dir,
+        agents,
+        n_tasks,
+        [a for a in agents if a in [r for r in head[head["matched_model"] == ""]["agent"]]],
+    )

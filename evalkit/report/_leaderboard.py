@@ -67,16 +67,24 @@ def _parse(text: str, source: str) -> list[PublicScore]:
         try:
             score = float(row["score_pct"])
         except ValueError:
-            raise UsageError(f"score_pct {row['score_pct']!r} is not a number",
-                             path=source, line=line) from None
+            raise UsageError(
+                f"score_pct {row['score_pct']!r} is not a number", path=source, line=line
+            ) from None
         note = row.get("source_note") or ""
-        rows.append(PublicScore(
-            benchmark=row["benchmark"].strip(), split=(row.get("split") or "").strip(),
-            system=row["system"].strip(), model=row["model"].strip(), score_pct=score,
-            n_instances=(row.get("n_instances") or "").strip(), date=row["date"].strip(),
-            source_url=row["source_url"].strip(), evidence=_tag(note, "evidence"),
-            tier=_tag(note, "tier"),
-        ))
+        rows.append(
+            PublicScore(
+                benchmark=row["benchmark"].strip(),
+                split=(row.get("split") or "").strip(),
+                system=row["system"].strip(),
+                model=row["model"].strip(),
+                score_pct=score,
+                n_instances=(row.get("n_instances") or "").strip(),
+                date=row["date"].strip(),
+                source_url=row["source_url"].strip(),
+                evidence=_tag(note, "evidence"),
+                tier=_tag(note, "tier"),
+            )
+        )
     return rows
 
 
@@ -113,8 +121,7 @@ def load_model_map(path: Path | None) -> dict[str, str]:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot parse model map: {exc}", path=str(path)) from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise UsageError("model map must map agent names to model names (strings)",
-                         path=str(path))
+        raise UsageError("model map must map agent names to model names (strings)", path=str(path))
     return {str(k): v for k, v in data.items()}
 
 
@@ -125,9 +132,12 @@ def best_score(rows: list[PublicScore], model: str, benchmark: str) -> PublicSco
     candidates = [r for r in rows if r.benchmark == benchmark and normalize(r.model) == wanted]
     if not candidates:
         return None
-    return min(candidates, key=lambda r: (
-        EVIDENCE_RANK.get(r.evidence, 9),
-        0 if r.split in ("test", "public") else 1,
-        0 if r.tier == "primary" else 1,
-        "".join(chr(0x10FFFF - ord(c)) for c in r.date),  # newest first
-    ))
+    return min(
+        candidates,
+        key=lambda r: (
+            EVIDENCE_RANK.get(r.evidence, 9),
+            0 if r.split in ("test", "public") else 1,
+            0 if r.tier == "primary" else 1,
+            "".join(chr(0x10FFFF - ord(c)) for c in r.date),  # newest first
+        ),
+    )

@@ -1,0 +1,83 @@
+"""Report benchmark: 20 agents x 2,000 tasks x 3 repeats of synthetic results.
+
+    python bench/report_bench.py [--agents 20 --tasks 2000 --repeats 3]
+
+Prints generation time, peak memory and the HTML size; figures go in docs/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from evalkit.records import SCHEMA_VERSION
+from evalkit.report import build_report
+
+STATUSES = ("resolved", "unresolved", "patch_failed", "empty_patch", "error")
+
+
+def synthesize(root: Path, agents: int, tasks: int, repeats: int) -> list[str]:
+    rng = random.Random(7)
+    task_dir = root / "tasks"
+    task_dir.mkdir(parents=True)
+    with (task_dir / "instances.jsonl").open("w") as fh:
+        for i in range(tasks):
+            patch = f"diff --git a/m{i}.py b/m{i}.py\n--- a/m{i}.py\n+++ b/m{i}.py\n@@ -1 +1 @@\n-a\n+b\n"
+            fh.write(json.dumps({"instance_id": f"org__repo{i % 7}-{i}", "repo": f"org/repo{i % 7}",
+                                 "base_commit": "abcdef1", "patch": patch,
+                                 "problem_statement": "x" * 400,
+                                 "created_at": f"2025-{1 + i % 12:02d}-01"}) + "\n")
+    skill = [rng.uniform(0.2, 0.8) for _ in range(agents)]
+    run_ids = []
+    for r in range(repeats):
+        run_id = f"run{r}"
+        run_ids.append(run_id)
+        (root / "runs" / run_id).mkdir(parents=True)
+        with (root / "runs" / run_id / "results.jsonl").open("w") as fh:
+            for a in range(agents):
+                for i in range(tasks):
+                    roll = rng.random()
+                    status = ("error" if roll > 0.99 else "resolved" if roll < skill[a]
+                              else STATUSES[1 + i % 3])
+                    fh.write(json.dumps({
+                        "schema_version": SCHEMA_VERSION, "instance_id": f"org__repo{i % 7}-{i}",
+                        "model_name_or_path": f"agent-{a}", "status": status,
+                        "infra_failure": status == "error", "timed_out": False,
+                        "tampered_files": [], "tests": {}}) + "\n")
+        (root / "runs" / run_id / "run.json").write_text(json.dumps({
+            "run_id": run_id, "evalkit_version": "bench", "tasks_dir": str(task_dir),
+            "tasks_sha256": "0" * 64, "predictions": "synthetic", "timeout_s": 0, "workers": 1,
+            "created_at": "2026-11-24T00:00:00Z"}))
+    return run_ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="evalkit-report-bench-"))
+    try:
+        run_ids = synthesize(root, args.agents, args.tasks, args.repeats)
+        start = time.perf_counter()
+        result = build_report(run_ids, runs_dir=root / "runs", out=root / "report.html")
+        elapsed = time.perf_counter() - start
+        size = result.html_path.stat().st_size
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"results            {args.agents * args.tasks * args.repeats:,}")
+        print(f"report generation  {elapsed:.2f} s")
+        print(f"HTML size          {size / 1e6:.2f} MB")
+        print(f"peak memory (RSS)  {peak:.0f} MB")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The report renders in a real headless browser: its script runs and the page is drawn."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from evalkit.records import Status
+from evalkit.report import build_report
+from tests.conftest import IN_CI
+from tests.report.conftest import write_run, write_tasks
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if IN_CI:
+            pytest.fail("CI=true but chromium is missing (scripts/setup.sh installs it)")
+        pytest.skip("chromium is not installed")
+    return found
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Path:
+    tasks = write_tasks(tmp_path / "tasks", 12, problem="<img src=x onerror=alert(1)> broken")
+    write_run(
+        tmp_path / "runs",
+        "r",
+        tasks,
+        {
+            "claude-opus-4-5": lambda iid, i, r: Status.RESOLVED if i % 3 else Status.UNRESOLVED,
+            "team/agent": lambda iid, i, r: Status.RESOLVED if i % 2 else Status.PATCH_FAILED,
+        },
+    )
+    return build_report(["r"], runs_dir=tmp_path / "runs", out=tmp_path / "report.html").html_path
+
+
+def run(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_page_script_runs_without_errors(chromium: str, page: Path, tmp_path: Path) -> None:
+    result = run(
+        chromium, tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()
+    )
+    assert 'data-ready="1"' in result.stdout  # the sort script ran to its end
+    assert "Uncaught" not in result.stderr
+    assert "<img src=x" not in result.stdout  # untrusted text stayed text
+
+
+def test_screenshot_shows_a_drawn_page(chromium: str, page: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    run(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri())
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # Decode the pixel stream: a blank or failed page is one colour.
+    idat = b"".join(
+        data[i + 8 : i + 8 + int.from_bytes(data[i : i + 4], "big")] for i in _chunks(data, b"IDAT")
+    )
+    pixels = zlib.decompress(idat)
+    assert len(set(pixels)) > 40
+
+
+def _chunks(data: bytes, kind: bytes) -> list[int]:
+    offsets, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == kind:
+            offsets.append(pos)
+        pos += 12 + length
+    return offsets
