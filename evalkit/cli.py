@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 images_app = typer.Typer(help="Build and inspect evalkit's Docker images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+tasks_app = typer.Typer(help="Work with task sets.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
 
 EXIT_USAGE = 2
 
@@ -242,6 +244,126 @@ def report(
             f"no public leaderboard match for: {', '.join(result.unmatched_agents)} "
             "(use --model-map)"
         )
+
+
+@app.command()
+def mine(
+    repo: Annotated[str, typer.Argument(help="A local git clone (path) or a clone URL.")],
+    out: Annotated[Path, typer.Option("--out", help="Task set directory to write.")],
+    issues: Annotated[
+        Path | None, typer.Option("--issues", help="Closed-issue export (GitHub REST or gh JSON).")
+    ] = None,
+    github: Annotated[
+        str | None, typer.Option("--github", help="OWNER/REPO on GitHub / GitHub Enterprise.")
+    ] = None,
+    gitlab: Annotated[str | None, typer.Option("--gitlab", help="GitLab project path.")] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="API base URL (GHES, GitLab).")
+    ] = None,
+    repo_name: Annotated[
+        str | None, typer.Option("--repo-name", help="owner/name for ids (default: inferred).")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only changes after DATE.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only changes before DATE.")] = None,
+    max_candidates: Annotated[
+        int | None, typer.Option("--max", help="At most N candidates.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Validation runs per state.")] = 3,
+    link_pattern: Annotated[
+        str | None,
+        typer.Option("--link-pattern", help="Regex for tracker keys, e.g. '(PROJ-\\d+)'."),
+    ] = None,
+    test_glob: Annotated[
+        list[str] | None, typer.Option("--test-glob", help="Extra test-path globs (repeatable).")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per validation run.")] = 300,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="evalkit.toml to build and test with.")
+    ] = None,
+) -> None:
+    """Turn a repository's closed issues and their fixes into a validated task set.
+
+    Examples:
+
+        evalkit mine ../payments --out tasks/payments
+
+        evalkit mine ../payments --out tasks/payments --issues closed_issues.json --since 2025-01-01
+
+        GITHUB_TOKEN=... evalkit mine ../api --out tasks/api --github acme/api --api-url https://ghe.acme.internal/api/v3
+
+        GITLAB_TOKEN=... evalkit mine ../web --out tasks/web --gitlab acme/web --api-url https://gitlab.acme.internal/api/v4
+    """
+    import os
+
+    from evalkit import mining
+    from evalkit.repo import cache_root
+
+    if sum(x is not None for x in (issues, github, gitlab)) > 1:
+        _fail("give at most one issue source: --issues, --github or --gitlab")
+    found: dict[str, mining.Issue] | None = None
+    source: mining.SourceKind = "commit"
+    name = repo_name
+    if issues is not None:
+        found, source = mining.load_issue_export(issues), "export"
+    elif github is not None or gitlab is not None:
+        kind = "github" if github is not None else "gitlab"
+        target = str(github or gitlab)
+        base = api_url or ("https://api.github.com" if kind == "github" else "")
+        if not base:
+            _fail("--gitlab needs --api-url (e.g. https://gitlab.example.com/api/v4)")
+        token = os.environ.get("GITHUB_TOKEN" if kind == "github" else "GITLAB_TOKEN")
+        http = mining.HttpCache(
+            cache_root() / "http",
+            token,
+            mining.github_auth if kind == "github" else mining.gitlab_auth,
+        )
+        fetch = mining.fetch_github_issues if kind == "github" else mining.fetch_gitlab_issues
+        found, source = fetch(http, base, target), kind  # type: ignore[assignment]
+        name = name or target
+    if name is None:
+        name = "local/" + Path(repo.rstrip("/")).name.removesuffix(".git")
+    options = mining.MineOptions(
+        since=since,
+        until=until,
+        max_candidates=max_candidates,
+        workers=workers,
+        runs=runs,
+        link_pattern=link_pattern,
+        test_globs=tuple(test_glob or ()),
+        timeout=timeout,
+    )
+    summary = mining.mine(
+        repo,
+        out,
+        repo_name=name,
+        issues=found,
+        source=source,
+        options=options,
+        spec_path=spec,
+        log=typer.echo,
+        progress=sys.stderr.isatty(),
+    )
+    for line in summary.lines():
+        typer.echo(line)
+    typer.echo(f"task set: {out}  (why each candidate was kept or not: {out / 'candidates.jsonl'})")
+
+
+@tasks_app.command("export")
+def tasks_export(
+    tasks: Annotated[Path, typer.Argument(help="Task set directory.")],
+    hf: Annotated[Path, typer.Option("--hf", help="Output directory for the HF dataset.")],
+) -> None:
+    """Export a task set as a Hugging Face dataset (save_to_disk + parquet), SWE-bench columns.
+
+    Example:
+
+        evalkit tasks export tasks/payments --hf exports/payments
+    """
+    from evalkit.dataset import export_hf
+
+    count = export_hf(tasks, hf)
+    typer.echo(f"{count} instances -> {hf}/dataset and {hf}/test.parquet")
 
 
 @app.command()

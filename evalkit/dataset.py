@@ -164,3 +164,41 @@ def gold_predictions(task_set: TaskSet) -> list[Prediction]:
         Prediction(instance_id=i.instance_id, model_name_or_path=GOLD_MODEL, model_patch=i.patch)
         for i in task_set.instances.values()
     ]
+
+
+def export_hf(task_dir: Path, out: Path) -> int:
+    """Write the task set as a Hugging Face dataset (``save_to_disk`` plus one parquet file)
+    with SWE-bench's columns; FAIL_TO_PASS / PASS_TO_PASS become JSON strings, as there."""
+    import datasets
+
+    task_set = load_task_set(task_dir)
+    rows = []
+    for instance in task_set.instances.values():
+        row = instance.model_dump()
+        row["FAIL_TO_PASS"] = json.dumps(instance.FAIL_TO_PASS)
+        row["PASS_TO_PASS"] = json.dumps(instance.PASS_TO_PASS)
+        # Extra provenance columns vary by source: keep them as one JSON string column.
+        extra = {k: row.pop(k) for k in list(row) if k not in SWEBENCH_COLUMNS}
+        row["evalkit_metadata"] = json.dumps(extra, default=str)
+        rows.append(row)
+    dataset = datasets.Dataset.from_list(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(out / "dataset"))
+    dataset.to_parquet(str(out / "test.parquet"))
+    return len(rows)
+
+
+SWEBENCH_COLUMNS = (
+    "instance_id",
+    "repo",
+    "base_commit",
+    "patch",
+    "test_patch",
+    "problem_statement",
+    "hints_text",
+    "created_at",
+    "version",
+    "environment_setup_commit",
+    "FAIL_TO_PASS",
+    "PASS_TO_PASS",
+)

@@ -198,7 +198,7 @@ TEST_DURATIONS_V2 = (
 
     def test_rejects_garbage(self):
         with pytest.raises(ValueError):
-            parse_duration("soon")
+            parse_duration("5w")
 """
 )
 
@@ -283,8 +283,8 @@ FIXES = (
         {"src/textkit/durations.py": DURATIONS_V2, "tests/test_durations.py": TEST_DURATIONS_V2},
         "parse_duration fails on compound durations\n\n"
         '`parse_duration("1h30m")` raises `ValueError: invalid literal for int()`. Our config '
-        'files use compound durations everywhere. Also, garbage such as `"soon"` should raise '
-        "a clear `ValueError`.\n\n<script>alert('issue text is untrusted')</script>\n",
+        'files use compound durations everywhere. Also, unknown units such as `"5w"` should raise '
+        "a clear `ValueError`, not a `KeyError`.\n\n<script>alert('issue text is untrusted')</script>\n",
         (
             "tests/test_durations.py::TestParseDuration::test_compound",
             "tests/test_durations.py::TestParseDuration::test_rejects_garbage",
