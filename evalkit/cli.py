@@ -303,6 +303,7 @@ def mine(
         _fail("give at most one issue source: --issues, --github or --gitlab")
     found: dict[str, mining.Issue] | None = None
     source: mining.SourceKind = "commit"
+    comments = None
     name = repo_name
     if issues is not None:
         found, source = mining.load_issue_export(issues), "export"
@@ -321,6 +322,11 @@ def mine(
         fetch = mining.fetch_github_issues if kind == "github" else mining.fetch_gitlab_issues
         found, source = fetch(http, base, target), kind  # type: ignore[assignment]
         name = name or target
+        if kind == "github":
+
+            def comments(key: str) -> tuple[tuple[str, str], ...]:
+                return mining.fetch_github_comments(http, base, target, key)
+
     if name is None:
         name = "local/" + Path(repo.rstrip("/")).name.removesuffix(".git")
     options = mining.MineOptions(

@@ -284,7 +284,8 @@ FIXES = (
         "parse_duration fails on compound durations\n\n"
         '`parse_duration("1h30m")` raises `ValueError: invalid literal for int()`. Our config '
         'files use compound durations everywhere. Also, unknown units such as `"5w"` should raise '
-        "a clear `ValueError`, not a `KeyError`.\n\n<script>alert('issue text is untrusted')</script>\n",
+        "a clear `ValueError`, not a `KeyError`.\n\n"
+        "<script>alert('issue text is untrusted')</script>\n",
         (
             "tests/test_durations.py::TestParseDuration::test_compound",
             "tests/test_durations.py::TestParseDuration::test_rejects_garbage",

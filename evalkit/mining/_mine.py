@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
@@ -205,6 +205,7 @@ def mine(
     source: SourceKind,
     options: MineOptions = MineOptions(),
     spec_path: Path | None = None,
+    comments: Callable[[str], tuple[tuple[str, str], ...]] | None = None,
     client: docker.DockerClient | None = None,
     log: Log = print,
     progress: bool = True,
@@ -296,6 +297,7 @@ def _candidate(
     repo_name: str,
     options: MineOptions,
     seen_ids: set[str],
+    comments: Callable[[str], tuple[tuple[str, str], ...]] | None = None,
 ) -> tuple[Candidate, tuple[TaskInstance, list[str]] | None]:
     base = Candidate(
         fix_commit=commit.sha,
@@ -333,6 +335,9 @@ def _candidate(
     runnable = _runnable(test_files)
     if not runnable:
         return reject("no_runnable_tests", "the test change touches no test_*.py file")
+    if comments is not None:
+        # Comments are fetched only for issues that became candidates (few API calls).
+        linked = [replace(i, comments=comments(i.key)) for i in linked]
     key = base.issue_keys[0]
     instance_id = f"{repo_name.replace('/', '__')}-{key}"
     if instance_id in seen_ids:
