@@ -379,7 +379,8 @@ def demo(
     ),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 2,
 ) -> None:
-    """Evaluate the sample task set: gold patches plus scripted agents, then print the summary.
+    """The whole job on the sample project: mine its history, evaluate gold patches and
+    scripted agents on what was mined, and write the gap report.
 
     The scripted agents are a careful one (one wrong fix), a sloppy one (a patch that
     needs a fuzzy apply, one that applies nowhere, an empty one) and a cheater (conftest
@@ -392,13 +393,36 @@ def demo(
         evalkit demo --runs-dir /tmp/runs -j 1
     """
     from evalkit.harness import evaluate as run_evaluate
-    from evalkit.sample import sample_task_set
+    from evalkit.mining import MineOptions, load_issue_export, mine
+    from evalkit.report import build_report
+    from evalkit.sample import REPO, build_sample_repo, sample_task_set
 
-    tasks = sample_task_set(runs_dir)
-    typer.echo(f"sample task set: {tasks}")
+    # 1. Mine the sample repository's history and its closed-issue export into a task
+    #    set, validated in Docker.
+    sample = sample_task_set(runs_dir)
+    repo = runs_dir / "sample-repo"
+    if not (repo / ".git").exists():
+        build_sample_repo(repo)
+    mined = runs_dir / "mined-sample"
+    typer.echo(f"mining {repo} (issues: {sample / 'issues.json'}) -> {mined}")
+    issues = load_issue_export(sample / "issues.json")
+    summary = mine(
+        str(repo),
+        mined,
+        repo_name=REPO,
+        issues=issues,
+        source="export",
+        options=MineOptions(workers=workers, runs=3, timeout=10),
+        log=typer.echo,
+        progress=sys.stderr.isatty(),
+    )
+    for line in summary.lines():
+        typer.echo(f"  {line}")
+    # 2. Evaluate what was mined: gold patches plus the scripted agents' predictions.
+    predictions = sample / "predictions" / "scripted.jsonl"
     outcome = run_evaluate(
-        tasks,
-        tasks / "predictions" / "scripted.jsonl",
+        mined,
+        predictions,
         "demo",
         runs_dir=runs_dir,
         workers=workers,
@@ -408,8 +432,7 @@ def demo(
     )
     _print_summaries(dict(outcome.summaries))
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
-    from evalkit.report import build_report
-
+    # 3. The gap report.
     html = build_report(["demo"], runs_dir=runs_dir, out=Path("reports") / "demo.html").html_path
     typer.echo(f"report: {html}")
 

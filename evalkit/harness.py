@@ -544,6 +544,7 @@ def evaluate(
 
     run_dir = runs_dir / run_id
     results = run_dir / RESULTS_FILE
+    _check_same_task_set(run_dir, task_set)
     run_dir.mkdir(parents=True, exist_ok=True)
     repair_jsonl(results)
     done = {v.key: v for v in read_verdicts(results) if not v.infra_failure}
@@ -582,6 +583,20 @@ def evaluate(
     verdicts = [v for v in _compact(results) if v.instance_id in selected]
     summaries = _write_report(run_dir, verdicts, selected, submitted)
     return RunOutcome(run_dir, summaries, problems, verdicts, evaluated)
+
+
+def _check_same_task_set(run_dir: Path, task_set: TaskSet) -> None:
+    """Resuming is only sound on the same tasks: a changed task set needs a new run id."""
+    manifest = run_dir / RUN_MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    previous = RunManifest.model_validate_json(manifest.read_text())
+    if previous.tasks_sha256 and previous.tasks_sha256 != task_set.sha256():
+        raise UsageError(
+            f"run {run_dir.name!r} was made with a different task set "
+            f"({previous.tasks_dir}); use a new --run-id",
+            path=str(manifest),
+        )
 
 
 def _select(task_set: TaskSet, instance_ids: list[str] | None) -> set[str]:

@@ -441,7 +441,37 @@ def build_sample_taskset(out: Path) -> list[dict[str, object]]:
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         )
         write_scripted_predictions(repo, commits, out / "predictions" / "scripted.jsonl")
+        write_issue_export(git, commits, out / "issues.json")
     return rows
+
+
+def write_issue_export(git: _Git, commits: dict[str, str], out: Path) -> None:
+    """The sample's closed issues as GitHub's REST API returns them (for ``mine --issues``)."""
+    items: list[dict[str, object]] = []
+    for fix in FIXES:
+        title, _, body = fix.problem.partition("\n\n")
+        closed = git("show", "-s", "--format=%cI", commits[f"fix-{fix.issue}"])
+        items.append(
+            {
+                "number": fix.issue,
+                "title": title,
+                "body": body,
+                "state": "closed",
+                "created_at": "2024-02-20T10:00:00+00:00",
+                "closed_at": closed,
+                "html_url": f"https://git.textkit.invalid/{REPO}/issues/{fix.issue}",
+            }
+        )
+    items.append(
+        {
+            "number": 9,
+            "title": "Add a changelog",
+            "body": "",
+            "state": "closed",
+            "pull_request": {"url": "https://git.textkit.invalid/pulls/9"},
+        }
+    )
+    out.write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n")
 
 
 # --- scripted agents ------------------------------------------------------------

@@ -85,3 +85,17 @@ def test_malformed_instance_line_names_file_and_line(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match=r"instances.jsonl:2: field 'repo'"):
         load_task_set(tmp_path)
+
+
+def test_hugging_face_export_keeps_swebench_columns(mini_tasks: MiniTasks, tmp_path: Path) -> None:
+    import datasets
+
+    from evalkit.dataset import export_hf
+
+    assert export_hf(mini_tasks.root, tmp_path / "hf") == 2
+    ds = datasets.load_from_disk(str(tmp_path / "hf" / "dataset"))
+    assert {"instance_id", "FAIL_TO_PASS", "test_patch", "environment_setup_commit"} <= set(
+        ds.column_names
+    )
+    assert isinstance(ds[0]["FAIL_TO_PASS"], str)  # JSON-encoded, as SWE-bench ships it
+    assert (tmp_path / "hf" / "test.parquet").is_file()

@@ -15,7 +15,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "tasks" / "sample"
 
 def test_committed_sample_matches_its_generator(tmp_path: Path) -> None:
     build_sample_taskset(tmp_path)
-    for name in ("instances.jsonl", "evalkit.toml", "predictions/scripted.jsonl"):
+    for name in ("instances.jsonl", "evalkit.toml", "predictions/scripted.jsonl", "issues.json"):
         assert (tmp_path / name).read_text() == (SAMPLE / name).read_text(), name
 
 
