@@ -177,9 +177,9 @@ def _next_link(headers: dict[str, str]) -> str | None:
     return match.group(1) if match else None
 
 
-def fetch_github_issues(http: HttpCache, api_url: str, repo: str) -> dict[str, Issue]:
-    """Closed issues of ``owner/name`` from the GitHub (Enterprise) REST API, all pages."""
-    url: str | None = f"{api_url.rstrip('/')}/repos/{repo}/issues?state=closed&per_page=100"
+def _all_issues(http: HttpCache, first: str) -> dict[str, Issue]:
+    """Follow pagination (``Link: rel="next"``, or GitLab's ``X-Next-Page``) to the end."""
+    url: str | None = first
     issues: dict[str, Issue] = {}
     while url:
         body, headers = http.get(url)
@@ -188,7 +188,14 @@ def fetch_github_issues(http: HttpCache, api_url: str, repo: str) -> dict[str, I
             if issue is not None:
                 issues[issue.key] = issue
         url = _next_link(headers)
+        if url is None and headers.get("x-next-page"):
+            url = f"{first}&page={headers['x-next-page']}"
     return issues
+
+
+def fetch_github_issues(http: HttpCache, api_url: str, repo: str) -> dict[str, Issue]:
+    """Closed issues of ``owner/name`` from the GitHub (Enterprise) REST API, all pages."""
+    return _all_issues(http, f"{api_url.rstrip('/')}/repos/{repo}/issues?state=closed&per_page=100")
 
 
 def fetch_github_comments(
@@ -201,19 +208,9 @@ def fetch_github_comments(
 def fetch_gitlab_issues(http: HttpCache, api_url: str, project: str) -> dict[str, Issue]:
     """Closed issues of a GitLab project (path or id), all pages."""
     quoted = urllib.parse.quote(project, safe="")
-    base = f"{api_url.rstrip('/')}/projects/{quoted}/issues?state=closed&per_page=100"
-    url: str | None = base
-    issues: dict[str, Issue] = {}
-    while url:
-        body, headers = http.get(url)
-        for item in _flatten(body):
-            issue = _issue_from_json(item)
-            if issue is not None:
-                issues[issue.key] = issue
-        url = _next_link(headers)
-        if url is None and headers.get("x-next-page"):
-            url = f"{base}&page={headers['x-next-page']}"
-    return issues
+    return _all_issues(
+        http, f"{api_url.rstrip('/')}/projects/{quoted}/issues?state=closed&per_page=100"
+    )
 
 
 def github_auth(token: str) -> tuple[str, str]:
