@@ -121,10 +121,12 @@ def docker_client(timeout: int = 600) -> docker.DockerClient:
 def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> int:
     """Remove containers left behind by killed runs (all evalkit ones, or one run's)."""
     selector = f"{LABEL}={run_label}" if run_label else LABEL
-    stale = client.containers.list(all=True, filters={"label": selector})
+    # The low-level list makes one call; the high-level one inspects each container and
+    # fails if another process removes one meanwhile.
+    stale = client.api.containers(all=True, filters={"label": selector})
     for container in stale:
-        with contextlib.suppress(Exception):
-            container.remove(force=True)
+        with contextlib.suppress(Exception):  # already gone
+            client.api.remove_container(container["Id"], force=True)
     return len(stale)
 
 

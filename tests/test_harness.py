@@ -224,7 +224,7 @@ def test_a_hanging_test_is_killed_and_marked_timed_out(
     assert verdict.status is Status.UNRESOLVED
     assert verdict.timed_out and not verdict.infra_failure
     assert time.monotonic() - started < 60
-    leftovers = docker_engine.containers.list(all=True, filters={"label": "evalkit.sandbox=r"})
+    leftovers = docker_engine.api.containers(all=True, filters={"label": "evalkit.sandbox=r"})
     assert leftovers == []
 
 
@@ -328,7 +328,7 @@ def test_kill_9_mid_run_loses_no_finished_result(
     lines = results.read_text().splitlines()
     keys = [(json.loads(x)["model_name_or_path"]) for x in lines]
     assert sorted(keys) == ["m0", "m1", "m2", "m3"]  # every result, each exactly once
-    assert docker_engine.containers.list(all=True, filters={"label": "evalkit.sandbox=k9"}) == []
+    assert docker_engine.api.containers(all=True, filters={"label": "evalkit.sandbox=k9"}) == []
 
 
 def test_ctrl_c_removes_containers_and_keeps_results(
@@ -364,4 +364,4 @@ def test_ctrl_c_removes_containers_and_keeps_results(
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert [v.model_name_or_path for v in read_verdicts(results)] == ["fast"]
-    assert docker_engine.containers.list(all=True, filters={"label": "evalkit.sandbox=int"}) == []
+    assert docker_engine.api.containers(all=True, filters={"label": "evalkit.sandbox=int"}) == []

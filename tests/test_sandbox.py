@@ -79,5 +79,6 @@ def test_exec_past_its_timeout_is_killed(docker_engine: Any) -> None:
         assert result.timed_out and result.duration_s < 20
     finally:
         sandbox.close()
-    ids = [c.id for c in docker_engine.containers.list(all=True)]
+    # One list call (no per-container inspect that races with other removals).
+    ids = [c["Id"] for c in docker_engine.api.containers(all=True)]
     assert sandbox.id not in ids  # removed on close, killed or not
