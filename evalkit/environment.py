@@ -94,13 +94,26 @@ class EnvSpec:
             "python": self.python,
             "pip_packages": self.pip_packages,
             "install": self.install,
-            "files": sorted(dependency_files.items()),
+            "files": sorted((k, _without_versions(v)) for k, v in dependency_files.items()),
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_VERSION_LINE = re.compile(
+    r"""^\s*(version|__version__)\s*[=:]\s*['"]?[\w.+-]*['"]?\s*,?\s*$""",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def _without_versions(text: str) -> str:
+    # A release bump changes no dependency: commits that differ only in their own
+    # version number share one environment image (the checkout is imported from
+    # /testbed anyway).
+    return _VERSION_LINE.sub("", text)
 
 
 def image_tag(repo: str, key: str) -> str:

@@ -65,3 +65,12 @@ def test_unknown_spec_keys_are_usage_errors(tmp_path: Path) -> None:
     (tmp_path / "evalkit.toml").write_text("[defaults]\ntimout = 5\n")
     with pytest.raises(UsageError, match="unknown key"):
         load_spec_file(tmp_path / "evalkit.toml")
+
+
+def test_a_version_bump_alone_keeps_the_same_image() -> None:
+    spec = infer_spec({"pyproject.toml": PYPROJECT})
+    bumped = PYPROJECT.replace('name = "x"', 'name = "x"\nversion = "1.2.3"')
+    other = PYPROJECT.replace('name = "x"', 'name = "x"\nversion = "1.2.4"')
+    assert spec.build_key({"pyproject.toml": bumped}) == spec.build_key({"pyproject.toml": other})
+    deps = bumped.replace('"hypothesis"', '"hypothesis", "attrs"')
+    assert spec.build_key({"pyproject.toml": deps}) != spec.build_key({"pyproject.toml": bumped})
