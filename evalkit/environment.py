@@ -89,7 +89,7 @@ class EnvSpec:
     def build_key(self, dependency_files: dict[str, str]) -> str:
         """Content hash naming the environment image: same inputs, same image."""
         payload = {
-            "recipe": 2,
+            "recipe": 3,
             "base_image": self.base_image,
             "python": self.python,
             "pip_packages": self.pip_packages,

@@ -365,3 +365,68 @@ def test_ctrl_c_removes_containers_and_keeps_results(
     assert "Traceback" not in err
     assert [v.model_name_or_path for v in read_verdicts(results)] == ["fast"]
     assert docker_engine.api.containers(all=True, filters={"label": "evalkit.sandbox=int"}) == []
+
+
+def test_scm_versioned_project_builds_and_keeps_its_generated_version_file(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """setuptools-scm needs a version without .git, and writes _version.py at install time:
+    the file must exist in every task's fresh checkout."""
+    from tests.conftest import git, write_tree
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    pyproject = (
+        '[build-system]\nrequires = ["setuptools>=64", "setuptools-scm>=8"]\n'
+        'build-backend = "setuptools.build_meta"\n[project]\nname = "ver"\n'
+        'dynamic = ["version"]\n[tool.setuptools_scm]\nversion_file = "src/ver/_version.py"\n'
+    )
+    write_tree(
+        repo,
+        {
+            "pyproject.toml": pyproject,
+            ".gitignore": "src/ver/_version.py\n",
+            "src/ver/__init__.py": "from ver._version import version\n\n"
+            "def double(x):\n    return x\n",
+            "tests/test_ver.py": "from ver import double, version\n\n\n"
+            "def test_version():\n    assert version\n",
+        },
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "init")
+    base = git(repo, "rev-parse", "HEAD")
+    tests = tmp_path / "tasks"
+    (tests / "repos").mkdir(parents=True)
+    git(repo, "bundle", "create", "-q", str(tests / "repos" / "acme__ver.bundle"), "--all")
+    fix = (
+        "diff --git a/src/ver/__init__.py b/src/ver/__init__.py\n"
+        "--- a/src/ver/__init__.py\n+++ b/src/ver/__init__.py\n@@ -3,2 +3,2 @@\n"
+        " def double(x):\n-    return x\n+    return 2 * x\n"
+    )
+    test_patch = (
+        "diff --git a/tests/test_double.py b/tests/test_double.py\nnew file mode 100644\n"
+        "--- /dev/null\n+++ b/tests/test_double.py\n@@ -0,0 +1,5 @@\n+from ver import double\n"
+        "+\n+\n+def test_double():\n+    assert double(2) == 4\n"
+    )
+    row = {
+        "instance_id": "acme__ver-1",
+        "repo": "acme/ver",
+        "base_commit": base,
+        "patch": fix,
+        "test_patch": test_patch,
+        "FAIL_TO_PASS": ["tests/test_double.py::test_double"],
+        "PASS_TO_PASS": ["tests/test_ver.py::test_version"],
+    }
+    (tests / "instances.jsonl").write_text(json.dumps(row) + "\n")
+    outcome = evaluate(
+        tests,
+        None,
+        "scm",
+        gold=True,
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=lambda _: None,
+    )
+    verdict = outcome.verdicts[0]
+    assert verdict.status is Status.RESOLVED, verdict.error
