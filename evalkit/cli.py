@@ -278,6 +278,12 @@ def mine(
         list[str] | None, typer.Option("--test-glob", help="Extra test-path globs (repeatable).")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per validation run.")] = 300,
+    max_lines: Annotated[
+        int, typer.Option("--max-lines", min=1, help="Skip changes over N changed lines.")
+    ] = 2000,
+    max_files: Annotated[
+        int, typer.Option("--max-files", min=1, help="Skip changes over N changed files.")
+    ] = 50,
     spec: Annotated[
         Path | None, typer.Option("--spec", help="evalkit.toml to build and test with.")
     ] = None,
@@ -292,6 +298,8 @@ def mine(
 
         GITHUB_TOKEN=... evalkit mine ../api --out tasks/api --github acme/api --api-url https://ghe.acme.internal/api/v3
 
+        evalkit mine ../api --out tasks/api --max-files 20 --runs 5 -j 2
+
         GITLAB_TOKEN=... evalkit mine ../web --out tasks/web --gitlab acme/web --api-url https://gitlab.acme.internal/api/v4
     """
     import os
@@ -301,14 +309,13 @@ def mine(
 
     if sum(x is not None for x in (issues, github, gitlab)) > 1:
         _fail("give at most one issue source: --issues, --github or --gitlab")
-    found: dict[str, mining.Issue] | None = None
+    found: mining.IssueIndex | None = None
     source: mining.SourceKind = "commit"
-    comments = None
     name = repo_name
     if issues is not None:
         found, source = mining.load_issue_export(issues), "export"
     elif github is not None or gitlab is not None:
-        kind = "github" if github is not None else "gitlab"
+        kind: mining.SourceKind = "github" if github is not None else "gitlab"
         target = str(github or gitlab)
         base = api_url or ("https://api.github.com" if kind == "github" else "")
         if not base:
@@ -320,13 +327,9 @@ def mine(
             mining.github_auth if kind == "github" else mining.gitlab_auth,
         )
         fetch = mining.fetch_github_issues if kind == "github" else mining.fetch_gitlab_issues
-        found, source = fetch(http, base, target), kind  # type: ignore[assignment]
+        # The index also fetches late single issues and, for candidates, their comments.
+        found, source = fetch(http, base, target), kind
         name = name or target
-        if kind == "github":
-
-            def comments(key: str) -> tuple[tuple[str, str], ...]:
-                return mining.fetch_github_comments(http, base, target, key)
-
     if name is None:
         name = "local/" + Path(repo.rstrip("/")).name.removesuffix(".git")
     options = mining.MineOptions(
@@ -338,6 +341,8 @@ def mine(
         link_pattern=link_pattern,
         test_globs=tuple(test_glob or ()),
         timeout=timeout,
+        max_lines=max_lines,
+        max_files=max_files,
     )
     summary = mining.mine(
         repo,

@@ -6,30 +6,43 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from pydantic import BaseModel, Field
-
-from evalkit.errors import InfraError, UsageError
-from evalkit.mining._history import Commit, first_parent_diff, git, scan_history
-from evalkit.mining._links import IssueRef, find_links
-from evalkit.mining._sources import Issue
-from evalkit.mining._validate import classify_runs
-from evalkit.patch import is_test_path
+from evalkit.errors import UsageError
+from evalkit.mining._candidates import (
+    Candidate,
+    MineOptions,
+    Rejection,
+    SourceKind,
+    check_change,
+    check_issues,
+    instance_id_for,
+    make_instance,
+    runnable_tests,
+    split_diff,
+)
+from evalkit.mining._history import (
+    Change,
+    first_parent_diffs,
+    git,
+    in_date_range,
+    mainline_changes,
+    scan_history,
+)
+from evalkit.mining._links import IssueRef, find_links, pull_request_number
+from evalkit.mining._sources import Comments, Issue, IssueIndex
+from evalkit.mining._validate import EnvImages, Outcome, gold_check, validate_candidate
 from evalkit.records import (
     CANDIDATES_FILE,
     ENV_SPEC_FILE,
     INSTANCES_FILE,
     REPOS_DIR,
-    SCHEMA_VERSION,
-    Prediction,
     TaskInstance,
-    TestOutcome,
     iter_jsonl_lines,
     write_atomic,
 )
@@ -40,57 +53,27 @@ if TYPE_CHECKING:
     from evalkit.environment import SpecFile
 
 Log = Callable[[str], None]
-SourceKind = Literal["export", "github", "gitlab", "commit"]
-
-
-class Candidate(BaseModel):
-    """One line of ``candidates.jsonl``: a change considered, and what became of it."""
-
-    schema_version: int = SCHEMA_VERSION
-    fix_commit: str
-    base_commit: str
-    title: str
-    issue_keys: list[str] = Field(default_factory=list)
-    issue_urls: list[str] = Field(default_factory=list)
-    source: str = "commit"
-    status: Literal["accepted", "rejected"] = "rejected"
-    reason: str | None = None
-    """Why it was rejected: a short code (``no_test_change``, ``no_fail_to_pass``...)."""
-    detail: str = ""
-    instance_id: str | None = None
-    lines_changed: int = 0
-    files_changed: int = 0
-    flaky_tests: list[str] = Field(default_factory=list)
-    validated_at: str = ""
-
-
-@dataclass(frozen=True)
-class MineOptions:
-    since: str | None = None
-    until: str | None = None
-    max_candidates: int | None = None
-    workers: int = 1
-    runs: int = 3
-    link_pattern: str | None = None
-    test_globs: tuple[str, ...] = ()
-    max_lines: int = 2000
-    max_files: int = 50
-    timeout: float = 300.0
+VALIDATION_DIR = ".validation"
+"""Under the task set: raw before/after runs, image build logs, the gold check."""
 
 
 @dataclass
 class MineSummary:
+    commits_scanned: int = 0
     candidates: int = 0
     accepted: int = 0
     kept_from_before: int = 0
+    validated: int = 0
+    """Candidates run in the sandbox in this invocation."""
     rejected: Counter[str] = field(default_factory=Counter)
     flaky_dropped: int = 0
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
         out = [
-            f"candidates considered: {self.candidates} ({self.kept_from_before} kept from an "
-            f"earlier run)",
+            f"commits scanned: {self.commits_scanned}",
+            f"candidates: {self.candidates} ({self.kept_from_before} verdicts kept from an "
+            f"earlier run, {self.validated} validated now)",
             f"accepted: {self.accepted}",
         ]
         out += [f"rejected ({reason}): {n}" for reason, n in self.rejected.most_common()]
@@ -102,75 +85,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# --- candidates (pure given the commit, issues and diff) -------------------------
+class _Linked(NamedTuple):
+    slot: int
+    change: Change
+    refs: list[IssueRef]
+    issues: list[Issue]
+    text: str
+    """The messages (or pull request) that carried the link: a commit-only problem."""
 
 
-class SplitChange(NamedTuple):
-    patch: str
-    test_patch: str
-    test_files: list[str]
-    lines: int
-    files: int
-    only_binary: bool
-
-
-def split_diff(diff: str, test_globs: tuple[str, ...] = ()) -> SplitChange:
-    """Split a change into the gold ``patch`` (source) and ``test_patch`` (tests), by path
-    components, not substrings (``latest.py`` is source)."""
-    from unidiff.patch import PatchSet
-
-    source, tests, test_files = [], [], []
-    lines = files = binary = 0
-    for patched in PatchSet(diff):
-        files += 1
-        if patched.is_binary_file:
-            binary += 1
-            continue  # a text task cannot carry binary content
-        lines += patched.added + patched.removed
-        if is_test_path(patched.path, test_globs):
-            tests.append(str(patched))
-            if not patched.is_removed_file:
-                test_files.append(patched.path)
-        else:
-            source.append(str(patched))
-    only_binary = binary > 0 and not (source or tests)
-    return SplitChange("".join(source), "".join(tests), test_files, lines, files, only_binary)
-
-
-def _runnable(test_files: list[str]) -> list[str]:
-    return [f for f in test_files if f.endswith(".py") and Path(f).name != "conftest.py"]
-
-
-def _problem(commit: Commit, issues: list[Issue]) -> str:
-    if not issues:
-        return commit.message.strip() + "\n"
-    return "\n\n".join(f"{i.title}\n{i.body}".strip() for i in issues) + "\n"
-
-
-def _hints(commit: Commit, issues: list[Issue]) -> str:
-    return "\n".join(
-        body
-        for i in issues
-        for created, body in i.comments
-        if created and created < commit.committed_at
-    )
+class _Draft(NamedTuple):
+    slot: int
+    instance: TaskInstance
+    test_files: tuple[str, ...]
 
 
 # --- orchestration ---------------------------------------------------------------
-
-
-def _load_previous(out: Path) -> tuple[dict[str, Candidate], dict[str, TaskInstance]]:
-    candidates: dict[str, Candidate] = {}
-    instances: dict[str, TaskInstance] = {}
-    if (out / CANDIDATES_FILE).is_file():
-        for _, line in iter_jsonl_lines(out / CANDIDATES_FILE):
-            c = Candidate.model_validate_json(line)
-            candidates[c.fix_commit] = c
-    if (out / INSTANCES_FILE).is_file():
-        for _, line in iter_jsonl_lines(out / INSTANCES_FILE):
-            inst = TaskInstance.model_validate_json(line)
-            instances[inst.instance_id] = inst
-    return candidates, instances
 
 
 def prepare_repo(repo: str, cache: Path) -> Path:
@@ -196,33 +126,146 @@ def prepare_repo(repo: str, cache: Path) -> Path:
     return mirror
 
 
+def _load_previous(out: Path) -> tuple[dict[str, Candidate], dict[str, TaskInstance]]:
+    candidates: dict[str, Candidate] = {}
+    instances: dict[str, TaskInstance] = {}
+    if (out / CANDIDATES_FILE).is_file():
+        for _, line in iter_jsonl_lines(out / CANDIDATES_FILE):
+            c = Candidate.model_validate_json(line)
+            candidates[c.fix_commit] = c
+    if (out / INSTANCES_FILE).is_file():
+        for _, line in iter_jsonl_lines(out / INSTANCES_FILE):
+            inst = TaskInstance.model_validate_json(line)
+            instances[inst.instance_id] = inst
+    return candidates, instances
+
+
 def mine(
     repo: str,
     out: Path,
     *,
     repo_name: str,
-    issues: dict[str, Issue] | None,
+    issues: Mapping[str, Issue] | None,
     source: SourceKind,
-    options: MineOptions = MineOptions(),
+    options: MineOptions | None = None,
     spec_path: Path | None = None,
-    comments: Callable[[str], tuple[tuple[str, str], ...]] | None = None,
+    comments: Callable[[str], Comments] | None = None,
     client: docker.DockerClient | None = None,
     log: Log = print,
     progress: bool = True,
 ) -> MineSummary:
-    """Find candidate fixes in ``repo``'s history, validate them in the sandbox and write
-    the task set to ``out``. Re-running validates only changes not seen before."""
-    from evalkit.environment import load_spec_file
+    """Find changes in ``repo``'s history that closed issues, validate them in the sandbox
+    and write the task set to ``out``. Re-running keeps earlier verdicts (except
+    ``environment`` failures) and validates only changes not seen before.
+
+    ``issues`` None means commit messages alone; an :class:`IssueIndex` (from
+    :func:`load_issue_export` or the API fetchers) also supplies pull request bodies,
+    late lookups and comments; ``comments`` overrides where comments come from.
+    """
     from evalkit.repo import cache_root
 
     started = time.monotonic()
-    local = prepare_repo(repo, cache_root() / "mirrors")
-    previous, instances = _load_previous(out)
+    options = options or MineOptions()
     summary = MineSummary()
-    commits = scan_history(local, since=options.since, until=options.until)
+    local = prepare_repo(repo, cache_root() / "mirrors")
+    previous, old_instances = _load_previous(out)
+    commits = scan_history(local)
+    summary.commits_scanned = len(commits)
+    changes = mainline_changes(commits)
+    if options.since or options.until:
+        allowed = in_date_range(local, options.since, options.until)
+        changes = [c for c in changes if c.commit.sha in allowed]
+    bundle = _write_bundle(local, out, repo_name)
+    spec_file = _write_spec(out, spec_path, options)
+    index = issues if isinstance(issues, IssueIndex) or issues is None else IssueIndex(dict(issues))
+
+    plan, linked, summary.kept_from_before = _select(
+        changes, previous, index, repo_name=repo_name, source=source, options=options
+    )
+    kept = {c.instance_id for c in plan if c.status == "accepted" and c.instance_id}
+    kept |= {c.instance_id for c in previous.values() if c.status == "accepted" and c.instance_id}
+    instances = {
+        iid: inst
+        for iid, inst in old_instances.items()
+        if iid in kept or not (inst.model_extra or {}).get("evalkit_fix_commit")
+    }
+    drafts = _drafts(
+        local, plan, linked, index, comments, set(instances), repo_name, source, options
+    )
+    log(
+        f"{len(commits)} commits, {len(plan)} linked changes: {summary.kept_from_before} "
+        f"verdicts kept, {len(drafts)} to validate"
+    )
+    waiting = {d.slot for d in drafts}
+    _write_candidates(out, plan, previous, waiting)
+
+    finished: dict[int, TaskInstance] = {}
+    for slot, outcome in _validate_all(
+        drafts, bundle, spec_file, options, out, client, log, progress
+    ):
+        summary.validated += 1
+        plan[slot] = plan[slot].model_copy(
+            update={"validated_at": _now(), "flaky_tests": list(outcome.flaky)}
+        )
+        if outcome.rejection is not None:
+            plan[slot] = _rejected(plan[slot], outcome.rejection)
+            waiting.discard(slot)
+            _write_candidates(out, plan, previous, waiting)
+        elif outcome.instance is not None:
+            finished[slot] = outcome.instance
+
+    checks = gold_check(
+        out,
+        list(finished.values()),
+        bundle=bundle,
+        workers=options.workers,
+        timeout=options.timeout,
+        log=log,
+        progress=progress,
+    )
+    for slot, instance in finished.items():
+        rejection = checks.get(instance.instance_id)
+        if rejection is None:
+            plan[slot] = plan[slot].model_copy(update={"status": "accepted"})
+            instances[instance.instance_id] = instance
+        else:
+            plan[slot] = _rejected(plan[slot], rejection)
+    write_atomic(
+        out / INSTANCES_FILE,
+        "".join(i.model_dump_json() + "\n" for _, i in sorted(instances.items())),
+    )
+    _write_candidates(out, plan, previous, set())
+
+    for candidate in plan:
+        summary.candidates += 1
+        if candidate.status == "accepted":
+            summary.accepted += 1
+        else:
+            summary.rejected[candidate.reason or "unknown"] += 1
+        summary.flaky_dropped += len(candidate.flaky_tests)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _write_bundle(local: Path, out: Path, repo_name: str) -> Path:
     (out / REPOS_DIR).mkdir(parents=True, exist_ok=True)
     bundle = out / REPOS_DIR / (repo_name.replace("/", "__") + ".bundle")
-    git(local, "bundle", "create", "--quiet", str(bundle.resolve()), "--all")
+    if bundle.is_file():
+        # Same refs, same bundle: leaving it alone keeps the unpacked clone in the
+        # repository cache valid (it is keyed by the bundle's size and mtime).
+        refs = git(local, "for-each-ref", "--format=%(objectname) %(refname)")
+        listed = git(local, "bundle", "list-heads", str(bundle.resolve()))
+        if set(refs.splitlines()) == {x for x in listed.splitlines() if not x.endswith(" HEAD")}:
+            return bundle
+    partial = bundle.with_suffix(".bundle.partial")
+    git(local, "bundle", "create", "--quiet", str(partial.resolve()), "--all")
+    partial.replace(bundle)  # an interrupted run never leaves half a bundle
+    return bundle
+
+
+def _write_spec(out: Path, spec_path: Path | None, options: MineOptions) -> SpecFile:
+    from evalkit.environment import load_spec_file
+
     if spec_path is not None:
         if not spec_path.is_file():
             raise UsageError("environment spec not found", path=str(spec_path))
@@ -234,141 +277,147 @@ def mine(
             "from the repository's packaging files\n[defaults]\n"
             f"timeout = {int(options.timeout)}\n",
         )
-    spec_file = load_spec_file(out / ENV_SPEC_FILE)
+    return load_spec_file(out / ENV_SPEC_FILE)
 
-    candidates: list[Candidate] = []
-    drafts: dict[str, tuple[Candidate, TaskInstance, list[str]]] = {}
-    seen_ids = set(instances)
-    for commit in commits:
-        refs = find_links(commit.message, repo=repo_name, link_pattern=options.link_pattern)
-        if not refs or not commit.parents:
+
+def _rejected(candidate: Candidate, rejection: Rejection) -> Candidate:
+    return candidate.model_copy(
+        update={"status": "rejected", "reason": rejection.reason, "detail": rejection.detail}
+    )
+
+
+def _select(
+    changes: list[Change],
+    previous: dict[str, Candidate],
+    index: IssueIndex | None,
+    *,
+    repo_name: str,
+    source: SourceKind,
+    options: MineOptions,
+) -> tuple[list[Candidate], list[_Linked], int]:
+    """Linked changes, newest first: earlier verdicts, issue-source rejections, and the
+    rest (to be diffed and validated)."""
+    plan: list[Candidate] = []
+    linked: list[_Linked] = []
+    kept = 0
+    for change in changes:
+        commit = change.commit
+        if not commit.parents:
             continue
-        if options.max_candidates is not None and len(candidates) >= options.max_candidates:
+        number = pull_request_number(commit.message)
+        pr = index.pull_requests.get(number) if index is not None and number else None
+        text = change.messages + (f"\n\n{pr.title}\n\n{pr.body}" if pr is not None else "")
+        refs = find_links(text, repo=repo_name, link_pattern=options.link_pattern)
+        if not refs:
+            continue
+        if options.max_candidates is not None and len(plan) >= options.max_candidates:
             break
         old = previous.get(commit.sha)
         if old is not None and old.reason != "environment":
-            candidates.append(old)
-            summary.kept_from_before += 1
+            plan.append(old)
+            kept += 1
             continue
-        candidate, draft = _candidate(
-            local, commit, refs, issues, source, repo_name, options, seen_ids
-        )
-        candidates.append(candidate)
-        if draft is not None:
-            drafts[commit.sha] = (candidate, *draft)
-            seen_ids.add(draft[0].instance_id)
-
-    results = _validate_all(drafts, bundle, spec_file, options, out, client, log, progress)
-    for i, candidate in enumerate(candidates):
-        if candidate.fix_commit in results:
-            candidate, instance = results[candidate.fix_commit]
-            candidates[i] = candidate
-            if instance is not None:
-                instances[instance.instance_id] = instance
-    for candidate in candidates:
-        summary.candidates += 1
-        if candidate.status == "accepted":
-            summary.accepted += 1
-        else:
-            summary.rejected[candidate.reason or "unknown"] += 1
-        summary.flaky_dropped += len(candidate.flaky_tests)
-    keep = {c.instance_id for c in candidates if c.status == "accepted"} | {
-        iid for iid in instances if iid not in {c.instance_id for c in candidates}
-    }
-    write_atomic(
-        out / INSTANCES_FILE,
-        "".join(i.model_dump_json() + "\n" for iid, i in sorted(instances.items()) if iid in keep),
-    )
-    known = {c.fix_commit for c in candidates}
-    rest = [c for sha, c in previous.items() if sha not in known]
-    write_atomic(
-        out / CANDIDATES_FILE, "".join(c.model_dump_json() + "\n" for c in [*candidates, *rest])
-    )
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
-def _candidate(
-    local: Path,
-    commit: Commit,
-    refs: list[IssueRef],
-    issues: dict[str, Issue] | None,
-    source: SourceKind,
-    repo_name: str,
-    options: MineOptions,
-    seen_ids: set[str],
-    comments: Callable[[str], tuple[tuple[str, str], ...]] | None = None,
-) -> tuple[Candidate, tuple[TaskInstance, list[str]] | None]:
-    base = Candidate(
-        fix_commit=commit.sha,
-        base_commit=commit.parents[0],
-        title=commit.title,
-        issue_keys=[r.key for r in refs],
-        issue_urls=[r.url for r in refs if r.url],
-        source=source,
-        validated_at=_now(),
-    )
-
-    def reject(reason: str, detail: str = "") -> tuple[Candidate, None]:
-        return base.model_copy(update={"reason": reason, "detail": detail}), None
-
-    linked: list[Issue] = []
-    if issues is not None:
-        linked = [issues[r.key] for r in refs if r.key in issues]
-        if not linked:
-            return reject("issue_not_found", f"no issue {', '.join(base.issue_keys)} in the source")
-        if not any(i.closed for i in linked):
-            return reject("issue_not_closed")
-        base.issue_urls = [i.url for i in linked if i.url] or base.issue_urls
-    patch, test_patch, test_files, lines, files, only_binary = split_diff(
-        first_parent_diff(local, commit), options.test_globs
-    )
-    base.lines_changed, base.files_changed = lines, files
-    if only_binary:
-        return reject("binary_only")
-    if not test_patch:
-        return reject("no_test_change")
-    if not patch:
-        return reject("no_source_change")
-    if lines > options.max_lines or base.files_changed > options.max_files:
-        return reject("too_large", f"{lines} lines in {base.files_changed} files")
-    runnable = _runnable(test_files)
-    if not runnable:
-        return reject("no_runnable_tests", "the test change touches no test_*.py file")
-    if comments is not None:
-        # Comments are fetched only for issues that became candidates (few API calls).
-        linked = [replace(i, comments=comments(i.key)) for i in linked]
-    key = base.issue_keys[0]
-    instance_id = f"{repo_name.replace('/', '__')}-{key}"
-    if instance_id in seen_ids:
-        instance_id = f"{instance_id}-{commit.sha[:7]}"
-    closed = max((i.closed_at for i in linked if i.closed_at), default="")
-    instance = TaskInstance.model_validate(
-        dict(
-            instance_id=instance_id,
-            repo=repo_name,
+        own = find_links(commit.message, repo=repo_name, link_pattern=options.link_pattern)
+        candidate = Candidate(
+            fix_commit=commit.sha,
             base_commit=commit.parents[0],
-            patch=patch,
-            test_patch=test_patch,
-            problem_statement=_problem(commit, linked),
-            hints_text=_hints(commit, linked),
-            created_at=closed or commit.committed_at,
-            version="",
-            environment_setup_commit=commit.parents[0],
-            evalkit_fix_commit=commit.sha,
-            evalkit_issue_keys=base.issue_keys,
-            evalkit_issue_urls=base.issue_urls,
-            evalkit_source=source,
-            problem_statement_source="issue" if linked else "commit",
-            evalkit_lines_changed=lines,
-            evalkit_files_changed=base.files_changed,
+            title=commit.title,
+            issue_keys=[r.key for r in refs],
+            issue_urls=[r.url for r in refs if r.url],
+            pull_request=number,
+            source=source,
+            instance_id=old.instance_id if old is not None else None,
+            validated_at=_now(),
         )
-    )
-    return base.model_copy(update={"instance_id": instance_id}), (instance, runnable)
+        issues: list[Issue] = []
+        if index is not None:
+            issues, rejection = check_issues(refs, index.lookup)
+            if rejection is not None:
+                plan.append(_rejected(candidate, rejection))
+                continue
+            candidate.issue_urls = [i.url for i in issues if i.url] or candidate.issue_urls
+        carriers = [
+            c.message
+            for c in (commit, *change.merged)
+            if find_links(c.message, repo=repo_name, link_pattern=options.link_pattern)
+        ]
+        if pr is not None and not own:
+            carriers = [f"{pr.title}\n\n{pr.body}"]
+        plan.append(candidate)
+        linked.append(
+            _Linked(len(plan) - 1, change, refs, issues, "\n\n".join(carriers) or commit.message)
+        )
+    return plan, linked, kept
+
+
+def _drafts(
+    local: Path,
+    plan: list[Candidate],
+    linked: list[_Linked],
+    index: IssueIndex | None,
+    comments: Callable[[str], Comments] | None,
+    taken: set[str],
+    repo_name: str,
+    source: SourceKind,
+    options: MineOptions,
+) -> list[_Draft]:
+    """Diff every linked change in one git call, split and check each, and draft the
+    instances that deserve a sandbox."""
+    diffs = first_parent_diffs(local, [item.change.commit for item in linked])
+    drafts = []
+    for item in linked:
+        commit = item.change.commit
+        split = split_diff(diffs.get(commit.sha, ""), options.test_globs)
+        candidate = plan[item.slot].model_copy(
+            update={"lines_changed": split.lines, "files_changed": split.files}
+        )
+        rejection = check_change(split, options)
+        if rejection is not None:
+            plan[item.slot] = _rejected(candidate, rejection)
+            continue
+        # Comments cost API calls: fetched only for changes that reach the sandbox.
+        fetched = {
+            i.key: comments(i.key) if comments else index.comments(i) if index else i.comments
+            for i in item.issues
+        }
+        instance_id = candidate.instance_id
+        if instance_id is None or instance_id in taken:
+            instance_id = instance_id_for(repo_name, item.refs[0].key, commit.sha, taken)
+        taken.add(instance_id)
+        instance = make_instance(
+            item.change,
+            split,
+            item.issues,
+            instance_id=instance_id,
+            repo_name=repo_name,
+            refs=item.refs,
+            source=source,
+            commit_text=item.text,
+            comments=fetched,
+            pull_request=candidate.pull_request,
+        )
+        plan[item.slot] = candidate.model_copy(update={"instance_id": instance_id})
+        drafts.append(_Draft(item.slot, instance, runnable_tests(split.test_files)))
+    return drafts
+
+
+def _write_candidates(
+    out: Path, plan: list[Candidate], previous: dict[str, Candidate], waiting: set[int]
+) -> None:
+    """Every verdict so far, rewritten atomically after each one: an interrupted run keeps
+    what it finished, and a candidate still waiting keeps its earlier line, if any."""
+    rows = [c for slot, c in enumerate(plan) if slot not in waiting]
+    rows += [
+        previous[plan[s].fix_commit] for s in sorted(waiting) if plan[s].fix_commit in previous
+    ]
+    listed = {c.fix_commit for c in plan}
+    rows += [c for sha, c in previous.items() if sha not in listed]
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / CANDIDATES_FILE, "".join(c.model_dump_json() + "\n" for c in rows))
 
 
 def _validate_all(
-    drafts: dict[str, tuple[Candidate, TaskInstance, list[str]]],
+    drafts: list[_Draft],
     bundle: Path,
     spec_file: SpecFile,
     options: MineOptions,
@@ -376,15 +425,17 @@ def _validate_all(
     client: docker.DockerClient | None,
     log: Log,
     progress: bool,
-) -> dict[str, tuple[Candidate, TaskInstance | None]]:
+) -> Iterator[tuple[int, Outcome]]:
+    """Validate drafts in parallel; yields each outcome as it finishes."""
     if not drafts:
-        return {}
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evalkit.sandbox import docker_client
 
-    docker = client or docker_client()
-    results: dict[str, tuple[Candidate, TaskInstance | None]] = {}
+    engine = client or docker_client()
+    workdir = out / VALIDATION_DIR
+    images = EnvImages(engine, workdir / "images", log)
     with (
         Progress(
             TextColumn("[bold]validate"),
@@ -400,127 +451,24 @@ def _validate_all(
         futures = {
             pool.submit(
                 validate_candidate,
-                cand,
-                inst,
-                files,
+                d.instance,
+                d.test_files,
                 bundle,
                 spec_file,
                 options,
-                out / ".validation",
-                docker,
-                log,
-            ): sha
-            for sha, (cand, inst, files) in drafts.items()
+                workdir / "runs",
+                engine,
+                images,
+            ): d
+            for d in drafts
         }
-        for future in as_completed(futures):
-            sha = futures[future]
-            results[sha] = future.result()
-            bar.update(
-                task,
-                advance=1,
-                description=f"{results[sha][0].instance_id} {results[sha][0].reason or 'accepted'}",
-            )
-    return results
-
-
-def validate_candidate(
-    candidate: Candidate,
-    instance: TaskInstance,
-    test_files: list[str],
-    bundle: Path,
-    spec_file: SpecFile,
-    options: MineOptions,
-    workdir: Path,
-    client: docker.DockerClient,
-    log: Log,
-) -> tuple[Candidate, TaskInstance | None]:
-    """Run the touched tests before and after the fix, ``options.runs`` times each, then
-    check that the finished instance resolves under ``evaluate --gold`` rules."""
-    from evalkit.environment import image_tag
-    from evalkit.grading import parse_test_report
-    from evalkit.harness import (
-        EvalUnit,
-        build_environment,
-        evaluate_unit,
-        execute_unit,
-        resolve_environment,
-    )
-    from evalkit.images import resolve_ca_bundle
-    from evalkit.records import Status
-    from evalkit.repo import Repository
-
-    candidate = candidate.model_copy(update={"validated_at": _now()})
-
-    def reject(reason: str, detail: str = "") -> tuple[Candidate, None]:
-        return candidate.model_copy(update={"reason": reason, "detail": detail[:500]}), None
-
-    repository = Repository(bundle)
-    try:
-        spec, key = resolve_environment(spec_file, instance, repository)
-        image = build_environment(
-            client, instance, spec, key, repository, ca_bundle=resolve_ca_bundle(None), log=log
-        )
-    except InfraError as exc:
-        return reject("environment", str(exc))
-    before: list[dict[str, TestOutcome]] = []
-    after: list[dict[str, TestOutcome]] = []
-    unit_dir = workdir / instance.instance_id
-    try:
-        for run in range(options.runs):
-            for label, patch, sink in (("before", "", before), ("after", instance.patch, after)):
-                unit = EvalUnit(
-                    instance=instance,
-                    prediction=Prediction(
-                        instance_id=instance.instance_id,
-                        model_name_or_path=label,
-                        model_patch=patch,
-                    ),
-                    spec=spec,
-                    image=image,
-                    bundle=bundle,
-                    out_dir=unit_dir / f"{label}-{run}",
-                    timeout=min(options.timeout, spec.timeout),
-                    test_files=tuple(test_files),
-                )
-                executed = execute_unit(unit, client)
-                if executed.execution.apply_error or executed.execution.task_error:
-                    return reject(
-                        "patch_does_not_apply",
-                        executed.execution.apply_error or executed.execution.task_error or "",
-                    )
-                sink.append(parse_test_report(executed.report).outcomes)
-    except InfraError as exc:
-        return reject("environment", str(exc))
-    result = classify_runs(before, after)
-    candidate.flaky_tests = list(result.flaky)
-    if result.broken_by_gold:
-        return reject("gold_breaks_tests", ", ".join(result.broken_by_gold[:5]))
-    if not result.fail_to_pass:
-        return reject("no_fail_to_pass", "no test fails before the fix and passes after it")
-    final = instance.model_copy(
-        update={
-            "FAIL_TO_PASS": list(result.fail_to_pass),
-            "PASS_TO_PASS": list(result.pass_to_pass),
-        }
-    )
-    final.__pydantic_extra__ = {
-        **(instance.model_extra or {}),
-        "evalkit_flaky_tests_dropped": list(result.flaky),
-    }
-    gold = evaluate_unit(
-        EvalUnit(
-            instance=final,
-            prediction=Prediction(
-                instance_id=final.instance_id, model_name_or_path="gold", model_patch=final.patch
-            ),
-            spec=spec,
-            image=image_tag(final.repo, key),
-            bundle=bundle,
-            out_dir=unit_dir / "gold-check",
-            timeout=min(options.timeout, spec.timeout),
-        ),
-        client,
-    )
-    if gold.status is not Status.RESOLVED:
-        return reject("gold_check_failed", gold.error or gold.status.value)
-    return candidate.model_copy(update={"status": "accepted"}), final
+        try:
+            for future in as_completed(futures):
+                draft = futures[future]
+                outcome = future.result()
+                verdict = outcome.rejection.reason if outcome.rejection else "validated"
+                bar.update(task, advance=1, description=f"{draft.instance.instance_id} {verdict}")
+                yield draft.slot, outcome
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
