@@ -103,14 +103,16 @@ def bootstrap_base(
 
 
 _resolved_bases: dict[str, str] = {}
+_resolve_lock = threading.Lock()
 
 
 def resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log = print) -> str:
     """Use ``wanted`` if present or pullable; otherwise say so (once) and use the bootstrap base."""
-    if wanted in _resolved_bases and image_exists(client, _resolved_bases[wanted]):
+    with _resolve_lock:  # parallel builds: one pull attempt, one warning
+        if wanted in _resolved_bases and image_exists(client, _resolved_bases[wanted]):
+            return _resolved_bases[wanted]
+        _resolved_bases[wanted] = _resolve_base_image(client, wanted, log=log)
         return _resolved_bases[wanted]
-    _resolved_bases[wanted] = _resolve_base_image(client, wanted, log=log)
-    return _resolved_bases[wanted]
 
 
 def _resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log) -> str:
