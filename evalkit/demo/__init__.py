@@ -1,1 +1,0 @@
-"""Demo material evalkit generates for itself: a sample repository, task set and agents."""
