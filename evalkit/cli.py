@@ -397,18 +397,22 @@ def demo(
 
         evalkit demo --runs-dir /tmp/runs -j 1
     """
+    # 1. Mine the sample repository's history and its closed-issue export into a task
+    #    set, validated in Docker.
+    import shutil
+
     from evalkit.harness import evaluate as run_evaluate
     from evalkit.mining import MineOptions, load_issue_export, mine
     from evalkit.report import build_report
     from evalkit.sample import REPO, build_sample_repo, sample_task_set
 
-    # 1. Mine the sample repository's history and its closed-issue export into a task
-    #    set, validated in Docker.
     sample = sample_task_set(runs_dir)
     repo = runs_dir / "sample-repo"
-    if not (repo / ".git").exists():
-        build_sample_repo(repo)
     mined = runs_dir / "mined-sample"
+    # The demo starts clean each time, so it always shows the whole job end to end.
+    for stale in (repo, mined, runs_dir / "demo"):
+        shutil.rmtree(stale, ignore_errors=True)
+    build_sample_repo(repo)
     typer.echo(f"mining {repo} (issues: {sample / 'issues.json'}) -> {mined}")
     issues = load_issue_export(sample / "issues.json")
     summary = mine(

@@ -104,7 +104,9 @@ def chunk(seq, size):
     out = []
     start = 0
     while start < len(seq):
-        out.append(list(seq[start:start + size]))
+        piece = list(seq[start:start + size])
+        if piece:
+            out.append(piece)
         start += size
     return out
 '''
@@ -362,6 +364,7 @@ class _Git:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.root),
             "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",  # a user's config must not change the bytes
             "GIT_AUTHOR_NAME": "Sample Maintainer",
             "GIT_AUTHOR_EMAIL": "maintainer@textkit.invalid",
             "GIT_COMMITTER_NAME": "Sample Maintainer",
@@ -369,7 +372,16 @@ class _Git:
             "GIT_AUTHOR_DATE": stamp,
             "GIT_COMMITTER_DATE": stamp,
         }
-        cmd = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args]
+        cmd = [
+            "git",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "pack.threads=1",
+            *args,
+        ]
         proc = subprocess.run(
             cmd, cwd=self.root, env=env, capture_output=True, text=True, check=True
         )
