@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from evalkit.errors import EvalkitError, InfraError, UsageError
+
+if TYPE_CHECKING:
+    from evalkit.records import ModelSummary
 
 app = typer.Typer(
     name="evalkit",
@@ -31,11 +35,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _print_summaries(outcome_summaries: dict[str, object]) -> None:
+def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from evalkit.records import ModelSummary
 
     table = Table(title="Per-model summary", title_justify="left")
     for column in (
@@ -49,8 +51,7 @@ def _print_summaries(outcome_summaries: dict[str, object]) -> None:
         "tampered",
     ):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for model, s in outcome_summaries.items():
-        assert isinstance(s, ModelSummary)
+    for model, s in summaries.items():
         rate = s.resolved_instances / s.total_instances if s.total_instances else 0.0
         table.add_row(
             model,
@@ -145,7 +146,7 @@ def evaluate(
         # Containers are removed by the sandbox's exit hooks; written lines stay.
         typer.echo("evalkit: interrupted; finished results are kept (re-run to resume)", err=True)
         raise typer.Exit(130) from None
-    _print_summaries(dict(outcome.summaries))
+    _print_summaries(outcome.summaries)
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
     for problem in outcome.problems:
         typer.echo(f"evalkit: error: {problem}", err=True)
@@ -439,7 +440,7 @@ def demo(
         log=typer.echo,
         progress=sys.stderr.isatty(),
     )
-    _print_summaries(dict(outcome.summaries))
+    _print_summaries(outcome.summaries)
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
     # 3. The gap report.
     html = build_report(["demo"], runs_dir=runs_dir, out=Path("reports") / "demo.html").html_path

@@ -8,6 +8,7 @@ resumes from ``results.jsonl``, and writes each verdict the moment it is known.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import time
@@ -164,29 +165,35 @@ def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, 
 
 
 def render_eval_script(unit: EvalUnit) -> str:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from evalkit.images import harness_templates
 
-    from evalkit.images import harness_dir
-
-    env = Environment(
-        loader=FileSystemLoader(harness_dir()),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
     files = unit.files_to_run
-    return env.get_template("eval.sh.j2").render(
-        evalkit_version=__version__,
-        instance_id=unit.instance.instance_id.replace("\n", " "),
-        model=unit.prediction.model_name_or_path.replace("\n", " "),
-        pre_test=list(unit.spec.pre_test),
-        timeout=int(unit.timeout),
-        pytest_args="".join(shlex.quote(a) + " " for a in unit.spec.pytest_args),
-        test_files=" ".join(shlex.quote(f) for f in files) or "--collect-only",
+    return (
+        harness_templates()
+        .get_template("eval.sh.j2")
+        .render(
+            evalkit_version=__version__,
+            instance_id=unit.instance.instance_id.replace("\n", " "),
+            model=unit.prediction.model_name_or_path.replace("\n", " "),
+            pre_test=list(unit.spec.pre_test),
+            timeout=int(unit.timeout),
+            pytest_args="".join(shlex.quote(a) + " " for a in unit.spec.pytest_args),
+            test_files=" ".join(shlex.quote(f) for f in files) or "--collect-only",
+        )
     )
 
 
 # --- the unit of work ---------------------------------------------------------
+
+
+@functools.cache
+def _container_lib() -> dict[str, bytes]:
+    """The in-sandbox scripts, read once per process rather than once per unit."""
+    return {
+        f"evalkit/lib/{p.name}": p.read_bytes()
+        for p in CONTAINER_LIB.glob("*.py")
+        if p.name != "__init__.py"
+    }
 
 
 def _run_in_sandbox(
@@ -199,13 +206,8 @@ def _run_in_sandbox(
     eval_script = render_eval_script(unit)
     write_atomic(out / EVAL_SCRIPT_FILE, eval_script)
     config = prepare_config(unit.instance, unit.prediction)
-    lib = {
-        f"evalkit/lib/{p.name}": p.read_bytes()
-        for p in CONTAINER_LIB.glob("*.py")
-        if p.name != "__init__.py"
-    }
     files: dict[str, bytes | str] = {
-        **lib,
+        **_container_lib(),
         "evalkit/eval.sh": eval_script,
         "evalkit/prepare.json": json.dumps(config),
         "evalkit/model.patch": unit.prediction.model_patch,

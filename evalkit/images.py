@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shlex
@@ -19,6 +20,7 @@ from evalkit.errors import InfraError, UsageError
 
 if TYPE_CHECKING:
     import docker
+    import jinja2
 
 Log = Callable[[str], None]
 
@@ -135,24 +137,33 @@ def _resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log) -
     return BOOTSTRAP_IMAGE
 
 
-def render_dockerfile(spec: EnvSpec, *, repo: str, key: str, base_image: str, ca: bool) -> str:
+@functools.cache
+def harness_templates() -> jinja2.Environment:
+    """The Dockerfile and eval-script templates (built once: evaluate renders per unit)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(
+    return Environment(
         loader=FileSystemLoader(harness_dir()),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
+        autoescape=False,  # shell and Dockerfile text; every value is shlex-quoted
     )
-    return env.get_template("env.Dockerfile.j2").render(
-        repo=repo,
-        key=key,
-        base_image=base_image,
-        ca_bundle=ca,
-        uid=1000,
-        python="python3",
-        pip_packages=" ".join(shlex.quote(p) for p in spec.pip_packages),
-        install=list(spec.install),
+
+
+def render_dockerfile(spec: EnvSpec, *, repo: str, key: str, base_image: str, ca: bool) -> str:
+    return (
+        harness_templates()
+        .get_template("env.Dockerfile.j2")
+        .render(
+            repo=repo,
+            key=key,
+            base_image=base_image,
+            ca_bundle=ca,
+            uid=1000,
+            python="python3",
+            pip_packages=" ".join(shlex.quote(p) for p in spec.pip_packages),
+            install=list(spec.install),
+        )
     )
 
 

@@ -294,32 +294,40 @@ def test_image_build_failure_is_infra_not_the_agents_fault(
     assert outcome.summaries["m"].infra_failure_instances == 1
 
 
+def evaluate_command(tasks: Path, preds: Path, run_id: str, runs: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "evalkit.cli",
+        "evaluate",
+        "--tasks",
+        str(tasks),
+        "-p",
+        str(preds),
+        "--run-id",
+        run_id,
+        "--runs-dir",
+        str(runs),
+        "-q",
+    ]
+
+
+def wait_for_first_result(results: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (results.exists() and results.read_text().strip()):
+        time.sleep(0.1)
+
+
 def test_kill_9_mid_run_loses_no_finished_result(
     docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
 ) -> None:
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     rows = [pred(f"m{i}", fix + "\n" * i) for i in range(4)]
     preds = mini_tasks.predictions(tmp_path / "p.jsonl", rows)
-    cmd = [
-        sys.executable,
-        "-m",
-        "evalkit.cli",
-        "evaluate",
-        "--tasks",
-        str(mini_tasks.root),
-        "-p",
-        str(preds),
-        "--run-id",
-        "k9",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "-q",
-    ]
+    cmd = evaluate_command(mini_tasks.root, preds, "k9", tmp_path / "runs")
     results = tmp_path / "runs" / "k9" / "results.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (results.exists() and results.read_text().strip()):
-        time.sleep(0.1)
+    wait_for_first_result(results)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = read_verdicts(results)
@@ -338,26 +346,10 @@ def test_ctrl_c_removes_containers_and_keeps_results(
     fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
     rows = [pred("fast", fix), pred("slow", slow, "acme__calc-2")]
     preds = mini_tasks.predictions(tmp_path / "p.jsonl", rows)
-    cmd = [
-        sys.executable,
-        "-m",
-        "evalkit.cli",
-        "evaluate",
-        "--tasks",
-        str(mini_tasks.root),
-        "-p",
-        str(preds),
-        "--run-id",
-        "int",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "-q",
-    ]
+    cmd = evaluate_command(mini_tasks.root, preds, "int", tmp_path / "runs")
     results = tmp_path / "runs" / "int" / "results.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (results.exists() and results.read_text().strip()):
-        time.sleep(0.1)
+    wait_for_first_result(results)
     time.sleep(1)  # the slow unit is now inside its test run
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
