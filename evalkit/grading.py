@@ -1,18 +1,25 @@
-"""Pure grading: structured test report + exit code in, verdict out. No Docker, no files.
+"""Pure grading: evidence + exit code + terminal output in, verdict out. No Docker, no files.
 
-Nothing the patched code prints is read. The per-test outcomes come from evalkit's
-pytest plugin (one JSON line per test phase) and are trusted only when the run is
-self-consistent: the session reached its end, the plugin's exit status equals the
-exit code Docker saw, and a zero exit code comes with no failures. Otherwise every
-listed test counts as failed (SWE-bench #601/#620: forged output, early exits).
+The per-test outcomes come from evalkit's pytest plugin, one JSON line per test phase,
+as received by evalkit's collector (another user than the tests, reading a socket
+live). They are trusted only when the run is self-consistent: one authenticated
+reporter and nothing from anyone else, nothing after the session's end or after the
+test process died, every test's setup / call / teardown exactly once, the plugin's
+exit status equal to the exit code Docker saw, a non-zero exit never with every listed
+test passing, and pytest's own terminal summary agreeing with the counts. A run that
+fails any of these is never ``resolved`` and says why in ``integrity`` (SWE-bench
+#601/#620: forged output, early exits).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from evalkit.integrity import scan_patch
 from evalkit.records import Execution, Resolution, Status, TaskInstance, TestOutcome, Verdict
 
 F2P = "FAIL_TO_PASS"
@@ -22,6 +29,16 @@ _F2P_SUCCESS = frozenset({TestOutcome.PASSED, TestOutcome.XPASSED})
 # A P2P test only has to be maintained; an expected failure that still fails is fine.
 _P2P_SUCCESS = frozenset({TestOutcome.PASSED, TestOutcome.XPASSED, TestOutcome.XFAILED})
 _BAD = frozenset({TestOutcome.FAILED, TestOutcome.ERROR})
+# Best to worst: a prefix matching several tests takes the worst of them.
+_SEVERITY = [
+    TestOutcome.PASSED,
+    TestOutcome.XPASSED,
+    TestOutcome.XFAILED,
+    TestOutcome.SKIPPED,
+    TestOutcome.MISSING,
+    TestOutcome.FAILED,
+    TestOutcome.ERROR,
+]
 
 
 @dataclass
@@ -34,6 +51,14 @@ class TestReport:
     session_finished: bool = False
     exitstatus: int | None = None
     collect_errors: list[str] = field(default_factory=list)
+    started: bool = False
+    """Whether the reporter connected at all (the runner got as far as pytest)."""
+    integrity: list[str] = field(default_factory=list)
+    """Why the evidence contradicts itself: such a run is never resolved."""
+    audit: list[str] = field(default_factory=list)
+    """Sensitive runtime events the runner's audit hook saw (flags, not verdicts)."""
+    counts: Counter[str] = field(default_factory=Counter)
+    """Per-category counts the way pytest's terminal summary counts them."""
 
 
 def _fold(current: TestOutcome | None, when: str, outcome: str, xfail: bool) -> TestOutcome:
@@ -55,10 +80,54 @@ def _fold(current: TestOutcome | None, when: str, outcome: str, xfail: bool) -> 
     return current or TestOutcome.MISSING
 
 
+def report_lines(text: str) -> tuple[list[str], list[str], bool]:
+    """The reporter's lines from the collector's evidence, findings about the channel,
+    and whether a reporter connected. Plain JSON lines (runs made before the collector)
+    are read as they are."""
+    try:
+        evidence = json.loads(text) if text.lstrip().startswith('{"connections"') else None
+    except json.JSONDecodeError:
+        evidence = None
+    if not isinstance(evidence, dict):
+        return text.splitlines(), [], bool(text.strip())
+    findings: list[str] = []
+    connections = [c for c in evidence.get("connections", []) if isinstance(c, dict)]
+    reporters = [c for c in connections if c.get("authenticated")]
+    if len(connections) > 1 or len(reporters) != len(connections):
+        findings.append(
+            f"{len(connections)} processes connected to the report channel (one is expected)"
+        )
+    lines: list[str] = []
+    for conn in reporters[:1]:
+        lines = [str(line) for line in conn.get("lines", [])]
+        if conn.get("late_lines"):
+            findings.append(
+                f"{conn['late_lines']} report line(s) arrived after the test process exited"
+            )
+        if conn.get("lines_after_end"):
+            findings.append(f"{conn['lines_after_end']} report line(s) arrived after the end")
+        if conn.get("truncated"):
+            findings.append("the report exceeded its size cap")
+    return lines, findings, bool(reporters)
+
+
+def _category(when: str, outcome: str, xfail: bool) -> str | None:
+    """pytest's terminal-summary category for one phase report (None: not counted)."""
+    if outcome == "failed":
+        return "failed" if when == "call" else "error"
+    if outcome == "skipped":
+        return "xfailed" if xfail else "skipped"
+    if when == "call":
+        return "xpassed" if xfail else "passed"
+    return None
+
+
 def parse_test_report(text: str) -> TestReport:
-    """Fold the plugin's JSON lines; unreadable lines are ignored, not trusted."""
+    """Fold the plugin's lines, checking them against each other as they come."""
     report = TestReport()
-    for line in text.splitlines():
+    lines, report.integrity, report.started = report_lines(text)
+    phases: dict[str, list[str]] = {}
+    for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -67,28 +136,85 @@ def parse_test_report(text: str) -> TestReport:
             continue
         event = record.get("event")
         nodeid = str(record.get("nodeid", ""))
+        if event in ("test", "collected", "collect_error") and report.session_finished:
+            report.integrity.append(f"test events after the session finished ({nodeid})")
         if event == "test":
+            when, outcome = str(record.get("when")), str(record.get("outcome"))
+            seen = phases.setdefault(nodeid, [])
+            if when in seen or when not in ("setup", "call", "teardown"):
+                report.integrity.append(f"{nodeid}: a second {when} report")
+            seen.append(when)
+            category = _category(when, outcome, bool(record.get("xfail")))
+            if category:
+                report.counts[category] += 1
             report.outcomes[nodeid] = _fold(
-                report.outcomes.get(nodeid),
-                str(record.get("when")),
-                str(record.get("outcome")),
-                bool(record.get("xfail")),
+                report.outcomes.get(nodeid), when, outcome, bool(record.get("xfail"))
             )
         elif event == "collected":
             report.outcomes.setdefault(nodeid, TestOutcome.MISSING)
         elif event == "collect_error":
             report.collect_errors.append(nodeid)
+            report.counts["error"] += 1
         elif event == "session_finish":
+            if report.session_finished:
+                report.integrity.append("the session finished twice")
             report.session_finished = True
             status = record.get("exitstatus")
             report.exitstatus = status if isinstance(status, int) else None
+        elif event == "integrity":
+            report.integrity += [str(f) for f in record.get("findings", [])][:20]
+            report.audit += [str(a) for a in record.get("audit", [])][:20]
+    if report.session_finished:
+        for nodeid, seen in phases.items():
+            ran_call = "call" in seen
+            if (
+                seen[:1] != ["setup"]
+                or seen[-1:] != ["teardown"]
+                or (not ran_call and report.outcomes.get(nodeid) in (TestOutcome.PASSED,))
+            ):
+                report.integrity.append(f"{nodeid}: phases {seen} are not setup, call, teardown")
     return report
+
+
+_SUMMARY = re.compile(r"^=+ (?P<body>.*?) in [\d.]+s(?: \([^)]*\))? =+$", re.MULTILINE)
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
+
+
+def terminal_summaries(output: str) -> list[Counter[str]]:
+    """Every final summary line pytest (or anything imitating it) printed."""
+    found = []
+    for match in _SUMMARY.finditer(output):
+        counts: Counter[str] = Counter()
+        for number, word in _COUNT.findall(match.group("body")):
+            counts["error" if word.startswith("error") else word] += int(number)
+        found.append(counts)
+    return found
+
+
+def summary_problem(report: TestReport, output: str) -> str | None:
+    """Whether pytest's own terminal summary contradicts the structured report."""
+    summaries = terminal_summaries(output)
+    if not summaries:
+        return "pytest printed no final summary"
+    if any(s != summaries[0] for s in summaries[1:]):
+        return "pytest's final summary was printed more than once, with different counts"
+    for key in ("passed", "failed", "error"):
+        if summaries[0][key] != report.counts[key]:
+            return (
+                f"the terminal summary says {summaries[0][key]} {key} but the report has "
+                f"{report.counts[key]}"
+            )
+    return None
 
 
 def trust_problem(report: TestReport, execution: Execution) -> str | None:
     """Why the report cannot be believed, or None when it is self-consistent."""
     if execution.timed_out:
         return "the test run timed out"
+    if execution.sandbox_error:
+        return execution.sandbox_error
+    if not report.started:
+        return "the test session never started (the runner failed before pytest ran)"
     if not report.session_finished:
         return "the test session never finished (early exit or crash)"
     if report.exitstatus != execution.test_exit_code:
@@ -123,7 +249,7 @@ def classify(test_ids: Iterable[str], report: TestReport, trusted: bool) -> dict
         if not found:
             result[test_id] = TestOutcome.MISSING
             continue
-        worst = next((o for o in found if o is not TestOutcome.PASSED), TestOutcome.PASSED)
+        worst = max(found, key=_SEVERITY.index)
         if not trusted and worst not in _BAD:
             worst = TestOutcome.MISSING  # an untrusted pass is no pass
         result[test_id] = worst
@@ -151,19 +277,28 @@ def grade(
     instance: TaskInstance,
     execution: Execution,
     report_text: str,
+    output: str = "",
     *,
     model_name_or_path: str,
-    patch_sha256: str,
+    patch: str,
+    selected: bool = True,
 ) -> Verdict:
-    """The verdict for one executed (prediction, instance)."""
+    """The verdict for one executed (prediction, instance).
+
+    ``selected``: the run selected exactly the listed tests (not whole files), so a
+    non-zero exit means a listed test did not pass.
+    """
+    from evalkit.patch import sha256_text
+
     base = Verdict(
         instance_id=instance.instance_id,
         model_name_or_path=model_name_or_path,
         status=Status.UNRESOLVED,
-        patch_sha256=patch_sha256,
+        patch_sha256=sha256_text(patch),
         apply_method=execution.apply_method,
         duration_s=round(execution.duration_s, 3),
         tampered_files=execution.tampered_files,
+        integrity_flags=scan_patch(patch),
     )
     if execution.apply_error is not None:
         return base.model_copy(
@@ -172,12 +307,25 @@ def grade(
     if execution.task_error is not None:
         return base.model_copy(update={"status": Status.ERROR, "error": execution.task_error})
     report = parse_test_report(report_text)
+    integrity = list(dict.fromkeys(report.integrity))
     problem = trust_problem(report, execution)
+    if problem is None and not integrity:
+        listed = [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS]
+        all_pass = all(o in _P2P_SUCCESS for o in classify(listed, report, trusted=True).values())
+        if selected and execution.test_exit_code not in (0, None) and all_pass:
+            integrity.append(
+                f"pytest exited {execution.test_exit_code} although every listed test passed"
+            )
+        if output and (mismatch := summary_problem(report, output)):
+            integrity.append(mismatch)
+    trusted = problem is None and not integrity
     tests = {
-        F2P: classify(instance.FAIL_TO_PASS, report, trusted=problem is None),
-        P2P: classify(instance.PASS_TO_PASS, report, trusted=problem is None),
+        F2P: classify(instance.FAIL_TO_PASS, report, trusted=trusted),
+        P2P: classify(instance.PASS_TO_PASS, report, trusted=trusted),
     }
     level = resolution(tests)
+    if integrity and problem is None:
+        problem = f"integrity: {integrity[0]}"
     return base.model_copy(
         update={
             "status": Status.RESOLVED if level is Resolution.FULL else Status.UNRESOLVED,
@@ -185,5 +333,9 @@ def grade(
             "timed_out": execution.timed_out,
             "tests": tests,
             "error": problem,
+            "integrity": integrity,
+            "integrity_flags": sorted(
+                {*base.integrity_flags, *(f"runtime:{a}" for a in report.audit)}
+            ),
         }
     )

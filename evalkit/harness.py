@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from evalkit import __version__
@@ -32,9 +33,9 @@ from evalkit.errors import InfraError, UsageError
 from evalkit.grading import grade
 from evalkit.patch import (
     PatchRejected,
+    check_test_infrastructure,
     inspect_patch,
     is_test_infrastructure,
-    is_test_path,
     sha256_text,
 )
 from evalkit.records import (
@@ -63,6 +64,7 @@ from evalkit.records import (
 )
 from evalkit.repo import Repository
 from evalkit.sandbox import (
+    COLLECTOR_UID,
     DockerSandbox,
     Limits,
     SandboxPool,
@@ -126,7 +128,7 @@ def precheck(prediction: Prediction) -> Verdict | None:
     if not prediction.model_patch.strip():
         return verdict
     try:
-        inspect_patch(prediction.model_patch)
+        check_test_infrastructure(inspect_patch(prediction.model_patch))
     except PatchRejected as exc:
         return verdict.model_copy(
             update={"status": Status.PATCH_FAILED, "error": f"patch rejected: {exc}"}
@@ -145,7 +147,7 @@ def test_files(test_ids: Iterable[str]) -> list[str]:
 
 
 def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, object]:
-    """Instructions for the in-sandbox prepare step (which files to revert)."""
+    """Instructions for the in-sandbox prepare step: the patches and which files to revert."""
     has_patch = bool(prediction.model_patch.strip())
     model_paths = inspect_patch(prediction.model_patch).paths if has_patch else ()
     test_paths = inspect_patch(instance.test_patch).paths if instance.test_patch.strip() else ()
@@ -153,18 +155,67 @@ def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, 
         p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG
     ]
     always += [p for p in model_paths if p in test_paths and p not in always]
-    shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and not is_test_path(p)]
+    # Shared config files anywhere (a test directory included) keep non-test edits.
+    shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and p not in always]
     return {
         "workdir": "/testbed",
-        "model_patch": "/evalkit/model.patch" if has_patch else None,
-        "test_patch": "/evalkit/test.patch" if instance.test_patch.strip() else None,
+        "model_patch": prediction.model_patch if has_patch else None,
+        "test_patch": instance.test_patch if instance.test_patch.strip() else None,
+        "vetted_paths": list(model_paths),
         "revert_always": always,
         "revert_if_test_config_changed": shared,
         "test_patch_paths": list(test_paths),
     }
 
 
-def render_eval_script(unit: EvalUnit) -> str:
+# pytest's own search order within one directory (pytest 9 added the toml names).
+_PYTEST_CONFIGS = (
+    "pytest.ini",
+    ".pytest.ini",
+    "pytest.toml",
+    ".pytest.toml",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+)
+EMPTY_PYTEST_CONFIG = "/evalkit/pytest.ini"
+
+
+def config_candidates(test_files: Iterable[str]) -> tuple[str, ...]:
+    """Every path pytest could read its configuration from for these test files."""
+    dirs: dict[str, None] = {}
+    for path in test_files:
+        parts = PurePosixPath(path).parts[:-1]
+        for depth in range(len(parts), -1, -1):
+            dirs.setdefault("/".join(parts[:depth]), None)
+    if not dirs:
+        dirs[""] = None
+    return tuple(f"{d}/{name}" if d else name for d in dirs for name in _PYTEST_CONFIGS)
+
+
+def pinned_config(files: dict[str, str], test_files: Iterable[str]) -> str:
+    """The config file pytest would pick at base, as a path in the sandbox.
+
+    Passed as ``-c`` with ``--rootdir``, so any config file the patch adds anywhere
+    (even one pytest would read first, such as ``.pytest.toml``) is ignored. Without a
+    config at base an empty one is pinned, so none can be added.
+    """
+    for path in config_candidates(test_files):
+        if path not in files:
+            continue
+        name = PurePosixPath(path).name
+        text = files[path]
+        if name == "pyproject.toml" and "[tool.pytest" not in text:
+            continue
+        if name == "tox.ini" and "[pytest]" not in text:
+            continue
+        if name == "setup.cfg" and "[tool:pytest]" not in text:
+            continue
+        return f"/testbed/{path}"
+    return EMPTY_PYTEST_CONFIG
+
+
+def render_eval_script(unit: EvalUnit, config: str = EMPTY_PYTEST_CONFIG) -> str:
     from evalkit.images import harness_templates
 
     files = unit.files_to_run
@@ -177,6 +228,7 @@ def render_eval_script(unit: EvalUnit) -> str:
             model=unit.prediction.model_name_or_path.replace("\n", " "),
             pre_test=list(unit.spec.pre_test),
             timeout=int(unit.timeout),
+            config=shlex.quote(config),
             pytest_args="".join(shlex.quote(a) + " " for a in unit.spec.pytest_args),
             test_files=" ".join(shlex.quote(f) for f in files) or "--collect-only",
         )
@@ -190,45 +242,60 @@ def render_eval_script(unit: EvalUnit) -> str:
 def _container_lib() -> dict[str, bytes]:
     """The in-sandbox scripts, read once per process rather than once per unit."""
     return {
-        f"evalkit/lib/{p.name}": p.read_bytes()
+        f"lib/{p.name}": p.read_bytes()
         for p in CONTAINER_LIB.glob("*.py")
         if p.name != "__init__.py"
     }
 
 
+class SandboxRun(NamedTuple):
+    execution: Execution
+    evidence: str
+    """What evalkit's collector received (JSON; see :func:`evalkit.grading.parse_evidence`)."""
+    output: bytes
+    """pytest's terminal output, capped (head and tail)."""
+
+
 def _run_in_sandbox(
     unit: EvalUnit, client: docker.DockerClient, pool: SandboxPool | None = None
-) -> tuple[Execution, str]:
-    """Execute one unit; returns the raw execution facts and the plugin's report."""
+) -> SandboxRun:
+    """Execute one unit; returns the raw execution facts, the evidence and the output.
+
+    Raises :class:`InfraError` only for trouble before any patched code ran; once the
+    test step has started, whatever goes wrong is recorded on the execution instead,
+    since the patch may have caused it.
+    """
     started = time.monotonic()
-    out = unit.out_dir
     repository = Repository(unit.bundle)
-    eval_script = render_eval_script(unit)
-    write_atomic(out / EVAL_SCRIPT_FILE, eval_script)
+    files = unit.files_to_run
+    config_files = repository.read_files(unit.instance.base_commit, config_candidates(files))
+    eval_script = render_eval_script(unit, pinned_config(config_files, files))
+    write_atomic(unit.out_dir / EVAL_SCRIPT_FILE, eval_script)
     config = prepare_config(unit.instance, unit.prediction)
-    files: dict[str, bytes | str] = {
-        **_container_lib(),
-        "evalkit/eval.sh": eval_script,
-        "evalkit/prepare.json": json.dumps(config),
-        "evalkit/model.patch": unit.prediction.model_patch,
-        "evalkit/test.patch": unit.instance.test_patch,
-        "evalkit/select.txt": "".join(f"{i}\n" for i in unit.selected_ids),
-    }
-    limits = Limits(memory=unit.spec.memory, cpus=unit.spec.cpus, pids=unit.spec.pids)
-    execution = Execution(image=unit.image)
-    # The checkout belongs to the sandbox user; harness files to root, so the
-    # sandbox user can read but not rewrite them. One archive, one copy.
-    payload = tar_files(
-        files, uid=0, base=repository.tree_tar(unit.instance.base_commit, "testbed")
+    # Harness files belong to root in a root-owned tmpfs: the test user can read but
+    # not rewrite them. The checkout belongs to the test user.
+    lib = tar_files({**_container_lib(), "eval.sh": eval_script, "pytest.ini": "[pytest]\n"}, uid=0)
+    tree = repository.tree_tar(unit.instance.base_commit, ".")
+    limits = Limits(
+        memory=unit.spec.memory,
+        cpus=unit.spec.cpus,
+        pids=unit.spec.pids,
+        lifetime_s=unit.timeout + 1200,
     )
+    execution = Execution(image=unit.image)
     box = (
         pool.acquire(unit.image, limits)
         if pool is not None
-        else DockerSandbox(client, unit.image, limits, label=out.parent.parent.name)
+        else DockerSandbox(client, unit.image, limits, label=unit.out_dir.parent.parent.name)
     )
     try:
-        box.put_archive("/", payload)
-        prep = box.exec(["bash", "/evalkit/eval.sh", "prepare"], timeout=600)
+        box.put_archive("/evalkit", lib, user="0:0")
+        box.put_archive("/testbed", tree)
+        prep = box.exec(
+            ["bash", "/evalkit/eval.sh", "prepare"],
+            input=json.dumps(config).encode("utf-8", "surrogateescape") + b"\n",
+            timeout=600,
+        )
         if prep.timed_out or prep.exit_code != 0:
             raise InfraError(f"prepare step failed (exit {prep.exit_code}): {prep.output[-300:]!r}")
         try:
@@ -238,42 +305,77 @@ def _run_in_sandbox(
         if prepared.get("infra_error"):
             raise InfraError(str(prepared["infra_error"]))
         execution.apply_method = prepared.get("apply_method")
-        execution.apply_error = prepared.get("apply_error")
+        execution.apply_error = prepared.get("apply_error") or prepared.get("patch_error")
         execution.tampered_files = list(prepared.get("tampered_files", []))
         if execution.apply_error is not None:
             execution.duration_s = time.monotonic() - started
-            return execution, ""
+            return SandboxRun(execution, "", b"")
         if prepared.get("test_patch_error"):
             execution.task_error = (
                 f"the task's test_patch does not apply: {prepared['test_patch_error']}"
             )
             execution.duration_s = time.monotonic() - started
-            return execution, ""
-        env = {
-            "HOME": "/tmp",
-            "EVALKIT_REPORT": "/evalkit/out/report.jsonl",
-            "EVALKIT_SELECT": "/evalkit/select.txt",
-            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-            **dict(unit.spec.env),
-        }
-        run = box.exec(["bash", "/evalkit/eval.sh", "test"], env=env, timeout=unit.timeout + 60)
-        execution.test_duration_s = round(run.duration_s, 3)
-        execution.test_exit_code = run.exit_code
-        execution.timed_out = run.timed_out or (
-            run.exit_code == 137 and run.duration_s >= unit.timeout - 1
+            return SandboxRun(execution, "", b"")
+        nonce = secrets.token_hex(16)
+        channel = f"/evalkit/r/{secrets.token_hex(8)}.sock"
+        collector = box.start(
+            ["/opt/venv/bin/python", "-I", "-S", "/evalkit/lib/collector.py"],
+            user=f"{COLLECTOR_UID}:{COLLECTOR_UID}",
         )
-        write_atomic(out / TEST_OUTPUT_FILE, run.output)
-        report = box.read_file("/evalkit/out/report.jsonl") or b""
+        collector.write(json.dumps({"socket": channel, "nonce": nonce}).encode() + b"\n")
+        if collector.read_line(60).strip() != b"READY":
+            raise InfraError("the evidence collector did not start")
+        instructions = {
+            "socket": channel,
+            "nonce": nonce,
+            "select": unit.selected_ids if unit.test_files is None else [],
+            "patched": config["vetted_paths"],
+        }
+        env = {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
+        # From here on the patched code runs: what goes wrong is not the infrastructure's.
+        try:
+            run = box.exec(
+                ["bash", "/evalkit/eval.sh", "test"],
+                env=env,
+                input=json.dumps(instructions).encode() + b"\n",
+                timeout=unit.timeout + 60,
+            )
+            execution.test_duration_s = round(run.duration_s, 3)
+            execution.test_exit_code = run.exit_code
+            execution.timed_out = run.timed_out or (
+                run.exit_code == 137 and run.duration_s >= unit.timeout - 1
+            )
+            output = run.output
+            # Every test-user process dies before the evidence is read: no survivor of
+            # the run (a detached child, an atexit writer) can add to it afterwards.
+            box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
+            evidence = collector.finish(timeout=15, cap=32 * 1024 * 1024)
+        except InfraError as exc:
+            _raise_if_engine_down(client)
+            execution.sandbox_error = f"the sandbox failed during the test run: {exc}"
+            output, evidence = b"", b""
+        write_atomic(unit.out_dir / TEST_OUTPUT_FILE, output)
     finally:
         box.close(wait=False)
+    execution.session_finished = b'"session_finish"' in evidence
     execution.duration_s = round(time.monotonic() - started, 3)
-    return execution, report.decode("utf-8", "replace")
+    return SandboxRun(execution, evidence.decode("utf-8", "replace"), output)
+
+
+def _raise_if_engine_down(client: docker.DockerClient) -> None:
+    """An engine that stopped answering is infrastructure; a sandbox that died is not."""
+    try:
+        client.ping()
+    except Exception as exc:
+        raise InfraError(f"the Docker engine stopped answering: {exc}") from None
 
 
 class Executed(NamedTuple):
     execution: Execution
     report: str
-    """The pytest plugin's JSON lines (see :func:`evalkit.grading.parse_test_report`)."""
+    """The collector's evidence (see :func:`evalkit.grading.parse_evidence`)."""
+    output: str
+    """pytest's terminal output (capped)."""
     attempts: int
 
 
@@ -291,13 +393,13 @@ def execute_unit(
     last_error = ""
     for attempt in range(1, INFRA_ATTEMPTS + 1):
         try:
-            execution, report = _run_in_sandbox(unit, client or docker_client(), pool)
+            execution, evidence, output = _run_in_sandbox(unit, client or docker_client(), pool)
         except InfraError as exc:
             last_error = str(exc)
             continue
         write_model(unit.out_dir / EXECUTION_FILE, execution)
-        write_atomic(unit.out_dir / TEST_REPORT_FILE, report)
-        return Executed(execution, report, attempt)
+        write_atomic(unit.out_dir / TEST_REPORT_FILE, evidence)
+        return Executed(execution, evidence, output.decode("utf-8", "replace"), attempt)
     raise InfraError(last_error)
 
 
@@ -310,15 +412,17 @@ def evaluate_unit(
     if early is not None:
         return early
     try:
-        execution, report, attempt = execute_unit(unit, client, pool)
+        execution, evidence, output, attempt = execute_unit(unit, client, pool)
     except InfraError as exc:
         return infra_verdict(unit.prediction, str(exc), attempts=INFRA_ATTEMPTS)
     verdict = grade(
         unit.instance,
         execution,
-        report,
+        evidence,
+        output,
         model_name_or_path=unit.prediction.model_name_or_path,
-        patch_sha256=sha256_text(unit.prediction.model_patch),
+        patch=unit.prediction.model_patch,
+        selected=unit.test_files is None,
     ).model_copy(update={"attempts": attempt, "finished_at": _now()})
     write_model(unit.out_dir / VERDICT_FILE, verdict)
     return verdict
@@ -777,16 +881,25 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
             verdicts.append(verdict)  # nothing ran (empty/rejected patch, infra): keep as is
             continue
         execution = Execution.model_validate_json(execution_path.read_text())
-        report_path = out / TEST_REPORT_FILE
-        report = report_path.read_text() if report_path.is_file() else ""
+        report, output, patch = (
+            (out / name).read_text(errors="replace") if (out / name).is_file() else ""
+            for name in (TEST_REPORT_FILE, TEST_OUTPUT_FILE, PATCH_FILE)
+        )
         verdicts.append(
             grade(
                 instance,
                 execution,
                 report,
+                output,
                 model_name_or_path=verdict.model_name_or_path,
-                patch_sha256=verdict.patch_sha256,
-            ).model_copy(update={"attempts": verdict.attempts, "finished_at": verdict.finished_at})
+                patch=patch,
+            ).model_copy(
+                update={
+                    "attempts": verdict.attempts,
+                    "finished_at": verdict.finished_at,
+                    "patch_sha256": verdict.patch_sha256,
+                }
+            )
         )
     write_atomic(run_dir / RESULTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
     submitted: dict[str, list[str]] = {}

@@ -160,6 +160,8 @@ class Execution(BaseModel):
     timed_out: bool = False
     session_finished: bool = False
     """Whether evalkit's pytest plugin saw the session end (an early ``os._exit`` clears it)."""
+    sandbox_error: str | None = None
+    """The sandbox failed while patched code ran (e.g. it was OOM-killed): the agent's."""
     duration_s: float = 0.0
     test_duration_s: float = 0.0
     image: str = ""
@@ -180,6 +182,11 @@ class Verdict(BaseModel):
     tests: dict[str, dict[str, TestOutcome]] = Field(default_factory=dict)
     """``{"FAIL_TO_PASS": {test_id: outcome}, "PASS_TO_PASS": {...}}``."""
     tampered_files: list[str] = Field(default_factory=list)
+    integrity: list[str] = Field(default_factory=list)
+    """Why the run's evidence contradicts itself; such a run is never resolved."""
+    integrity_flags: list[str] = Field(default_factory=list)
+    """Constructs with no place in a bug fix (static scan of the patch's non-test code,
+    ``runtime:`` events the sandbox's audit hook saw). Flags, not verdicts."""
     patch_sha256: str = ""
     apply_method: str | None = None
     duration_s: float = 0.0

@@ -2,9 +2,13 @@
 
 The agent's patch is untrusted code. At test time a container has no network,
 memory/CPU/pids limits, a non-root user, every capability dropped,
-``no-new-privileges``, no host mounts and none of the host's environment.
-Containers are labelled and tracked so they are removed on Ctrl-C, on a crash,
-and (for a ``kill -9``ed run) by the next run.
+``no-new-privileges``, a read-only root filesystem with size-capped tmpfs for every
+writable path, no host mounts and none of the host's environment.
+
+Every container's PID 1 is ``sleep DEADLINE``: it ends on its own at its deadline even
+when evalkit is ``kill -9``ed (a dead-man switch), and any evalkit process removes
+expired evalkit containers. Labels carry the run, a per-invocation id, the host and
+the pid, so two processes never touch each other's sandboxes.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import os
 import signal
+import socket
 import tarfile
 import threading
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,7 +34,17 @@ if TYPE_CHECKING:
     import docker
 
 LABEL = "evalkit.sandbox"
+LABEL_INVOCATION = "evalkit.invocation"
+LABEL_DEADLINE = "evalkit.deadline"
+LABEL_HOST = "evalkit.host"
+LABEL_PID = "evalkit.pid"
+COLLECTOR_UID = 1001
+"""The evidence collector's user: not the test user, so tests cannot touch its output."""
 OUTPUT_CAP = 1024 * 1024
+DEFAULT_LIFETIME_S = 3 * 3600
+
+INVOCATION_ID = uuid.uuid4().hex[:16]
+"""This process's id on every container it starts: others never touch them."""
 
 
 class ExecResult(NamedTuple):
@@ -48,20 +65,42 @@ class Limits:
     user: str = "1000:1000"
     network: bool = False
     tmpfs_size: str = "1g"
+    disk: str = "4g"
+    """Size of the checkout's tmpfs (``/testbed``); the root filesystem is read-only."""
+    lifetime_s: float = DEFAULT_LIFETIME_S
+    """PID 1 exits after this long, whatever happens to evalkit."""
 
 
 class Sandbox(Protocol):
-    """What the harness needs from an isolated environment."""
+    """What the harness and the bake-off need from an isolated environment.
 
-    def put_archive(self, path: str, data: bytes) -> None: ...
+    ``exec`` runs one command to completion (stdin from ``input``, output capped at
+    head and tail); past ``timeout`` the sandbox is killed and the result says
+    ``timed_out``. ``start`` runs a command whose stdin stays open. Errors of the
+    sandbox itself raise :class:`~evalkit.errors.InfraError`.
+    """
+
+    deadline: float
 
     def exec(
-        self, cmd: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        user: str | None = None,
+        input: bytes | None = None,
+        workdir: str | None = None,
+        cap: int = ...,
     ) -> ExecResult: ...
 
-    def read_file(self, path: str) -> bytes | None: ...
+    def start(
+        self, cmd: list[str], *, user: str | None = None, env: dict[str, str] | None = None
+    ) -> Process: ...
 
-    def close(self) -> None: ...
+    def kill(self) -> None: ...
+
+    def close(self, *, wait: bool = True) -> None: ...
 
 
 _live: dict[str, Any] = {}
@@ -118,16 +157,123 @@ def docker_client(timeout: int = 600) -> docker.DockerClient:
     return client
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> int:
-    """Remove containers left behind by killed runs (all evalkit ones, or one run's)."""
+    """Remove evalkit containers nobody owns any more: past their deadline (from any
+    process, any host), or started on this host by a process that is gone.
+
+    Containers of a live process are never touched, even with the same run label: two
+    ``evaluate`` processes sharing a run id in different ``--runs-dir`` keep their own.
+    """
     selector = f"{LABEL}={run_label}" if run_label else LABEL
     # The low-level list makes one call; the high-level one inspects each container and
     # fails if another process removes one meanwhile.
-    stale = client.api.containers(all=True, filters={"label": selector})
-    for container in stale:
-        with contextlib.suppress(Exception):  # already gone
-            client.api.remove_container(container["Id"], force=True)
-    return len(stale)
+    listed = client.api.containers(all=True, filters={"label": selector})
+    host = socket.gethostname()
+    now = time.time()
+    removed = 0
+    for container in listed:
+        labels = container.get("Labels") or {}
+        if labels.get(LABEL_INVOCATION) == INVOCATION_ID:
+            continue
+        try:
+            expired = float(labels.get(LABEL_DEADLINE, "inf")) < now
+        except ValueError:
+            expired = True
+        orphan = False
+        if labels.get(LABEL_HOST) == host:
+            try:
+                orphan = not _pid_alive(int(labels.get(LABEL_PID, "0")))
+            except ValueError:
+                orphan = True
+        elif LABEL_INVOCATION not in labels:
+            orphan = True  # written by an evalkit that predates invocation labels
+        if expired or orphan:
+            with contextlib.suppress(Exception):  # already gone
+                client.api.remove_container(container["Id"], force=True)
+            removed += 1
+    return removed
+
+
+class Process:
+    """A command running in a sandbox with its stdin open (the evidence collector)."""
+
+    def __init__(self, sock: Any):
+        self._raw = getattr(sock, "_sock", sock)
+        self._frames = _Frames(self._raw)
+
+    def write(self, data: bytes) -> None:
+        self._raw.sendall(data)
+
+    def read_line(self, timeout: float) -> bytes:
+        """The next line of the command's stdout (b"" at EOF or timeout)."""
+        return self._frames.read_line(timeout)
+
+    def finish(self, timeout: float, cap: int = OUTPUT_CAP) -> bytes:
+        """Close stdin, then read the rest of stdout (at most ``cap`` bytes)."""
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_WR)
+        out = self._frames.read_all(timeout, cap)
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        return out
+
+
+class _Frames:
+    """Docker's multiplexed exec stream (8-byte headers), stdout only, with deadlines."""
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+        self._pending = b""
+        self._buffer = b""
+        self.eof = False
+
+    def _fill(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self.eof:
+            return False
+        self._raw.settimeout(remaining)
+        try:
+            chunk = self._raw.recv(65536)
+        except OSError:  # includes timeouts
+            return False
+        if not chunk:
+            self.eof = True
+            return False
+        self._pending += chunk
+        while len(self._pending) >= 8:
+            size = int.from_bytes(self._pending[4:8], "big")
+            if len(self._pending) < 8 + size:
+                break
+            stream, body = self._pending[0], self._pending[8 : 8 + size]
+            self._pending = self._pending[8 + size :]
+            if stream == 1:
+                self._buffer += body
+        return True
+
+    def read_line(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer and self._fill(deadline):
+            pass
+        if b"\n" not in self._buffer:
+            return b""
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line + b"\n"
+
+    def read_all(self, timeout: float, cap: int) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self._buffer) <= cap and self._fill(deadline):
+            pass
+        return self._buffer[:cap]
 
 
 class DockerSandbox:
@@ -141,16 +287,32 @@ class DockerSandbox:
         *,
         label: str = "1",
         workdir: str = "/testbed",
+        mounts: dict[str, str] | None = None,
     ):
+        """``mounts`` maps container paths to host paths, bound read-only."""
         from docker.errors import DockerException
 
         if _stopping.is_set():
             raise InfraError("the run is shutting down")
         self._client = client
+        self.deadline = time.time() + limits.lifetime_s
+        uid = limits.user.split(":")[0]
+        # Read-only root: every writable path is a size-capped tmpfs, so a test cannot
+        # fill the host's disk (overlay2 on ext4 cannot cap a writable layer).
+        tmpfs = {
+            "/tmp": f"rw,exec,nosuid,size={limits.tmpfs_size},mode=1777",
+            "/var/tmp": f"rw,exec,nosuid,size={limits.tmpfs_size},mode=1777",
+            workdir: f"rw,exec,size={limits.disk},uid={uid},gid={uid},mode=0755",
+            "/evalkit": "rw,nosuid,size=64m,mode=0755",
+            "/evalkit/r": f"rw,nosuid,noexec,size=1m,uid={COLLECTOR_UID},gid={COLLECTOR_UID}"
+            ",mode=0711",
+        }
+        volumes = {src: {"bind": dst, "mode": "ro"} for dst, src in (mounts or {}).items()}
         try:
             self._container = client.containers.run(
                 image,
-                command=["sleep", "infinity"],
+                # The dead-man switch: PID 1 ends the container at its deadline.
+                command=["sleep", str(int(limits.lifetime_s))],
                 detach=True,
                 user=limits.user,
                 working_dir=workdir,
@@ -161,10 +323,19 @@ class DockerSandbox:
                 memswap_limit=limits.memory,
                 nano_cpus=int(limits.cpus * 1e9),
                 pids_limit=limits.pids,
-                tmpfs={"/tmp": f"rw,nosuid,size={limits.tmpfs_size}"},
+                read_only=True,
+                tmpfs=tmpfs,
+                volumes=volumes,
                 environment={},
-                labels={LABEL: label},
+                labels={
+                    LABEL: label,
+                    LABEL_INVOCATION: INVOCATION_ID,
+                    LABEL_DEADLINE: str(int(self.deadline)),
+                    LABEL_HOST: socket.gethostname(),
+                    LABEL_PID: str(os.getpid()),
+                },
                 stop_signal="SIGKILL",
+                auto_remove=True,
             )
         except DockerException as exc:
             raise InfraError(f"could not start a container from {image}: {exc}") from None
@@ -186,15 +357,20 @@ class DockerSandbox:
     ) -> None:
         self.close()
 
-    def put_archive(self, path: str, data: bytes) -> None:
-        from docker.errors import DockerException
+    def put_archive(self, path: str, data: bytes, *, user: str | None = None) -> None:
+        """Unpack the tar ``data`` under ``path`` as ``user`` (files owned by that user).
 
-        try:
-            ok = self._container.put_archive(path, data)
-        except DockerException as exc:
-            raise InfraError(f"copying files into the sandbox failed: {exc}") from None
-        if not ok:
-            raise InfraError("copying files into the sandbox failed")
+        Through ``tar`` in the sandbox rather than Docker's archive API, which refuses a
+        read-only root filesystem and cannot see tmpfs mounts.
+        """
+        result = self.exec(
+            ["tar", "-x", "-C", path, "--no-same-owner", "--no-same-permissions", "-f", "-"],
+            user=user,
+            input=data,
+            timeout=600,
+        )
+        if result.timed_out or result.exit_code != 0:
+            raise InfraError(f"copying files into the sandbox failed: {result.output[-300:]!r}")
 
     def exec(
         self,
@@ -203,27 +379,42 @@ class DockerSandbox:
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         user: str | None = None,
+        input: bytes | None = None,
+        workdir: str | None = None,
+        cap: int = OUTPUT_CAP,
     ) -> ExecResult:
-        """Run ``cmd``; past ``timeout`` the whole container is killed (the result says so)."""
+        """Run ``cmd``; ``input`` goes to its stdin. Past ``timeout`` the whole container
+        is killed (the result says so). Output keeps head and tail up to ``cap``."""
         from docker.errors import DockerException
 
         api = self._client.api
         start = time.monotonic()
         try:
             exec_id = api.exec_create(
-                self._container.id, cmd, environment=env or {}, user=user or ""
+                self._container.id,
+                cmd,
+                environment=env or {},
+                user=user or "",
+                stdin=input is not None,
+                workdir=workdir,
             )["Id"]
-            stream = api.exec_start(exec_id, stream=True, demux=False)
+            sock = api.exec_start(exec_id, socket=True)
         except DockerException as exc:
             raise InfraError(f"exec in the sandbox failed: {exc}") from None
+        raw = getattr(sock, "_sock", sock)
         head: list[bytes] = []
         tail: list[bytes] = []
         sizes = [0, 0]
-        half = OUTPUT_CAP // 2
+        half = cap // 2
 
         def pump() -> None:
             try:
-                for chunk in stream:
+                if input is not None:
+                    raw.sendall(input)
+                    raw.shutdown(socket.SHUT_WR)
+                from docker.utils.socket import frames_iter
+
+                for _, chunk in frames_iter(sock, tty=False):
                     if sizes[0] < half:
                         head.append(chunk)
                         sizes[0] += len(chunk)
@@ -242,6 +433,8 @@ class DockerSandbox:
         if timed_out:
             self.kill()
             reader.join(10)
+        with contextlib.suppress(Exception):
+            raw.close()
         output = b"".join(head)
         if tail:
             output += b"\n[... evalkit: output truncated ...]\n" + b"".join(tail)
@@ -253,22 +446,40 @@ class DockerSandbox:
                 raise InfraError(f"reading the exit code failed: {exc}") from None
         return ExecResult(exit_code, output, timed_out, time.monotonic() - start)
 
-    def read_file(self, path: str) -> bytes | None:
+    def start(
+        self, cmd: list[str], *, user: str | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        """Start ``cmd`` with its stdin open; talk to it through the returned handle."""
+        from docker.errors import DockerException
+
+        api = self._client.api
+        try:
+            exec_id = api.exec_create(
+                self._container.id, cmd, environment=env or {}, user=user or "", stdin=True
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        except DockerException as exc:
+            raise InfraError(f"exec in the sandbox failed: {exc}") from None
+        return Process(sock)
+
+    def read_file(self, path: str, cap: int = OUTPUT_CAP) -> bytes | None:
+        """``path``'s content, at most ``cap`` bytes: streamed, so a huge (or sparse)
+        file costs the host no more than the cap."""
         from docker.errors import DockerException, NotFound
 
         try:
-            bits, _ = self._container.get_archive(path)
-            raw = b"".join(bits)
+            bits, _ = self._container.get_archive(path, chunk_size=65536)
+            stream = _ChunkReader(iter(bits))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                member = tar.next()
+                if member is None or not member.isfile():
+                    return None
+                fh = tar.extractfile(member)
+                return fh.read(cap) if fh else None
         except NotFound:
             return None
-        except DockerException as exc:
+        except (DockerException, tarfile.TarError) as exc:
             raise InfraError(f"reading {path} from the sandbox failed: {exc}") from None
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            member = tar.next()
-            if member is None or not member.isfile():
-                return None
-            fh = tar.extractfile(member)
-            return fh.read() if fh else None
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):  # already dead
@@ -282,9 +493,34 @@ class DockerSandbox:
             _reaper().submit(_remove, self._container)
 
 
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks (for streaming tar reads)."""
+
+    def __init__(self, chunks: Any):
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
 def _remove(container: Any) -> None:
     with contextlib.suppress(Exception):  # already gone
         container.remove(force=True)
+    # A killed auto-remove container may still be on its way out: wait until it is gone.
+    with contextlib.suppress(Exception):
+        container.wait(condition="removed", timeout=10)
     with _live_lock:
         _live.pop(container.id, None)
 

@@ -16,8 +16,25 @@ INSTANCE = TaskInstance(
 )
 
 
+def phase(nodeid: str, when: str, outcome: str = "passed") -> dict[str, object]:
+    return {"event": "test", "nodeid": nodeid, "when": when, "outcome": outcome}
+
+
 def report(*events: dict[str, object], finished: int | None = 0) -> str:
-    lines = [json.dumps(e) for e in events]
+    """The plugin's lines for ``events``, with the setup / teardown phases pytest
+    would report around each call unless the test gives them explicitly."""
+    explicit = {(e.get("nodeid"), e.get("when")) for e in events}
+    seen: list[object] = []
+    expanded: list[dict[str, object]] = []
+    for event in events:
+        nodeid = event.get("nodeid")
+        if event.get("event") == "test" and nodeid not in seen:
+            seen.append(nodeid)
+            if (nodeid, "setup") not in explicit:
+                expanded.append(phase(str(nodeid), "setup"))
+        expanded.append(event)
+    expanded += [phase(str(n), "teardown") for n in seen if (n, "teardown") not in explicit]
+    lines = [json.dumps(e) for e in expanded]
     if finished is not None:
         lines.append(json.dumps({"event": "session_finish", "exitstatus": finished}))
     return "\n".join(lines)
@@ -40,7 +57,7 @@ def verdict(text: str, exit_code: int | None = 0, **execution: object):  # type:
         Execution(test_exit_code=exit_code, **execution),
         text,
         model_name_or_path="m",
-        patch_sha256="x",
+        patch="",
     )
 
 
@@ -96,7 +113,10 @@ def test_teardown_error_spoils_a_pass() -> None:
         "when": "teardown",
         "outcome": "failed",
     }
-    v = verdict(report(*ALL_PASS, teardown, finished=1), exit_code=1)
+    text = report(
+        *ALL_PASS[:2], phase("t.py::test_old", "setup"), ALL_PASS[2], teardown, finished=1
+    )
+    v = verdict(text, exit_code=1)
     assert v.tests[P2P]["t.py::test_old"] is TestOutcome.ERROR
     assert v.resolution is Resolution.NO
 
@@ -133,3 +153,121 @@ def test_patch_failure_and_task_error_are_distinct_statuses() -> None:
     assert verdict("", apply_error="nope").status is Status.PATCH_FAILED
     v = verdict("", task_error="test patch broken")
     assert v.status is Status.ERROR and not v.infra_failure
+
+
+def evidence(*connections: dict[str, object]) -> str:
+    """The collector's JSON, as it hands it to the host."""
+    return json.dumps({"connections": list(connections)})
+
+
+def reporter(text: str, **facts: object) -> dict[str, object]:
+    return {"pid": 7, "uid": 1000, "authenticated": True, "lines": text.splitlines(), **facts}
+
+
+def test_collector_evidence_from_one_reporter_resolves() -> None:
+    assert verdict(evidence(reporter(report(*ALL_PASS)))).status is Status.RESOLVED
+
+
+def test_a_second_connection_to_the_report_channel_is_an_integrity_failure() -> None:
+    forged = {"pid": 9, "uid": 1000, "authenticated": False, "lines": []}
+    v = verdict(evidence(reporter(report(*ALL_PASS)), forged))
+    assert v.status is Status.UNRESOLVED and v.integrity and "connected" in v.integrity[0]
+
+
+def test_lines_written_after_the_test_process_died_are_an_integrity_failure() -> None:
+    v = verdict(evidence(reporter(report(*ALL_PASS), late_lines=3)))
+    assert v.status is Status.UNRESOLVED and "after the test process exited" in v.integrity[0]
+
+
+def test_lines_after_the_end_marker_are_an_integrity_failure() -> None:
+    v = verdict(evidence(reporter(report(*ALL_PASS), lines_after_end=1)))
+    assert v.status is Status.UNRESOLVED and v.integrity
+
+
+def test_no_reporter_at_all_is_never_resolved() -> None:
+    v = verdict(evidence())
+    assert v.status is Status.UNRESOLVED and "never started" in (v.error or "")
+
+
+def test_two_final_outcomes_for_one_test_are_an_integrity_failure() -> None:
+    text = report(*ALL_PASS) + "\n" + json.dumps(failed("t.py::test_new"))
+    v = verdict(text)
+    assert v.status is Status.UNRESOLVED and any("second call" in i for i in v.integrity)
+
+
+def test_test_events_after_the_session_finished_are_an_integrity_failure() -> None:
+    late = [phase("t.py::test_x", w) for w in ("setup", "call", "teardown")]
+    text = report(*ALL_PASS) + "\n" + "\n".join(json.dumps(e) for e in late)
+    assert verdict(text).integrity
+
+
+def test_a_call_without_setup_and_teardown_is_an_integrity_failure() -> None:
+    lines = [
+        json.dumps(passed(n)) for n in ("t.py::test_new", "t.py::test_p[a b]", "t.py::test_old")
+    ]
+    lines.append(json.dumps({"event": "session_finish", "exitstatus": 0}))
+    v = verdict("\n".join(lines))
+    assert v.status is Status.UNRESOLVED and v.integrity
+
+
+def test_non_zero_exit_with_every_listed_test_passing_is_an_integrity_failure() -> None:
+    # The report's own exit status agrees with the process; that is not enough.
+    v = verdict(report(*ALL_PASS, finished=1), exit_code=1)
+    assert v.status is Status.UNRESOLVED and "although every listed test passed" in v.integrity[0]
+
+
+def test_terminal_summary_disagreeing_with_the_report_is_an_integrity_failure() -> None:
+    text = report(*ALL_PASS)
+    honest = "===== 3 passed, 2 deselected in 0.05s ====="
+    forged = "===== 2 failed, 1 passed in 0.05s ====="
+    ok = grade(
+        INSTANCE, Execution(test_exit_code=0), text, honest, model_name_or_path="m", patch=""
+    )
+    assert ok.status is Status.RESOLVED
+    bad = grade(
+        INSTANCE, Execution(test_exit_code=0), text, forged, model_name_or_path="m", patch=""
+    )
+    assert bad.status is Status.UNRESOLVED and "terminal summary" in bad.integrity[0]
+    both = grade(
+        INSTANCE,
+        Execution(test_exit_code=0),
+        text,
+        forged + "\n" + honest,
+        model_name_or_path="m",
+        patch="",
+    )
+    assert both.status is Status.UNRESOLVED
+    missing = grade(
+        INSTANCE, Execution(test_exit_code=0), text, "ok\n", model_name_or_path="m", patch=""
+    )
+    assert missing.status is Status.UNRESOLVED
+
+
+def test_plugin_integrity_findings_void_the_run_and_audit_events_become_flags() -> None:
+    finding = json.dumps(
+        {
+            "event": "integrity",
+            "findings": ["pytest internals replaced: x"],
+            "audit": ["gc.get_objects"],
+        }
+    )
+    v = verdict(report(*ALL_PASS) + "\n" + finding)
+    assert v.status is Status.UNRESOLVED and v.integrity == ["pytest internals replaced: x"]
+    assert "runtime:gc.get_objects" in v.integrity_flags
+
+
+def test_a_prefix_matching_several_tests_takes_the_worst_outcome() -> None:
+    xpassed = {**passed("t.py::test_p[a b]"), "xfail": True}
+    f2p_fail = report(
+        passed("t.py::test_new"),
+        xpassed,
+        failed("t.py::test_p[a c]"),
+        passed("t.py::test_old"),
+        finished=1,
+    )
+    assert verdict(f2p_fail, exit_code=1).tests[F2P]["t.py::test_p[a"] is TestOutcome.FAILED
+    xfailed = {**phase("t.py::test_old[x y]", "call", "skipped"), "xfail": True}
+    p2p = TaskInstance(**{**INSTANCE.model_dump(), "PASS_TO_PASS": ["t.py::test_old[x"]})
+    text = report(*ALL_PASS[:2], xfailed, failed("t.py::test_old[x z]"), finished=1)
+    v = grade(p2p, Execution(test_exit_code=1), text, model_name_or_path="m", patch="")
+    assert v.tests[P2P]["t.py::test_old[x"] is TestOutcome.FAILED

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -27,10 +30,10 @@ def box(docker_engine: Any) -> Any:
         BOOTSTRAP_IMAGE,
         Limits(memory="256m", pids=64),
         label="sandbox-test",
-        workdir="/",
     )
     yield sandbox
     sandbox.close()
+    del os.environ["EVALKIT_HOST_SECRET"]
 
 
 def sh(box: Any, script: str) -> str:
@@ -68,8 +71,69 @@ def test_memory_and_pids_are_limited(box: Any, docker_engine: Any) -> None:
 
 
 def test_root_owned_harness_files_are_read_only_to_the_sandbox_user(box: Any) -> None:
-    box.put_archive("/", tar_files({"evalkit-ro/lib/plugin.py": "x = 1\n"}, uid=0))
-    assert sh(box, "echo y > /evalkit-ro/lib/plugin.py 2>&1 || echo denied").endswith("denied")
+    box.put_archive("/evalkit", tar_files({"lib/plugin.py": "x = 1\n"}, uid=0), user="0:0")
+    assert sh(box, "echo y > /evalkit/lib/plugin.py 2>&1 || echo denied").endswith("denied")
+    assert sh(box, "touch /evalkit/new 2>&1 || echo denied").endswith("denied")
+
+
+def test_root_filesystem_is_read_only_and_writable_paths_are_capped(box: Any) -> None:
+    assert sh(box, "touch /opt/x /etc/x /usr/x 2>&1 | grep -c 'Read-only'") == "3"
+    # /testbed is a tmpfs with a size cap: a test cannot fill the host's disk.
+    mounts = sh(box, "grep -E ' /(testbed|tmp|evalkit) ' /proc/mounts")
+    lines = mounts.splitlines()
+    assert len(lines) == 3 and all(" tmpfs " in m and "size=" in m for m in lines)
+
+
+def test_the_collector_directory_is_closed_to_the_sandbox_user(box: Any) -> None:
+    assert sh(box, "touch /evalkit/r/x 2>&1 || echo denied").endswith("denied")
+    assert sh(box, "ls /evalkit/r 2>&1 || echo denied").endswith("denied")
+
+
+def test_a_sandbox_ends_on_its_own_at_its_deadline(docker_engine: Any) -> None:
+    """The dead-man switch: even if evalkit is kill -9ed, PID 1 exits at the deadline."""
+    sandbox = DockerSandbox(
+        docker_engine, BOOTSTRAP_IMAGE, Limits(lifetime_s=2), label="sandbox-test"
+    )
+    deadline = time.monotonic() + 30
+    ids = {sandbox.id}
+    while time.monotonic() < deadline and ids & {c["Id"] for c in docker_engine.api.containers()}:
+        time.sleep(0.5)
+    assert not ids & {c["Id"] for c in docker_engine.api.containers(all=True)}
+
+
+def test_stale_removal_spares_live_processes_and_reaps_expired_sandboxes(
+    docker_engine: Any,
+) -> None:
+    from evalkit import sandbox as sandbox_module
+
+    mine = DockerSandbox(docker_engine, BOOTSTRAP_IMAGE, Limits(), label="shared-run")
+    labels = {
+        sandbox_module.LABEL: "shared-run",
+        sandbox_module.LABEL_INVOCATION: "another-live-process",
+        sandbox_module.LABEL_HOST: socket.gethostname(),
+        sandbox_module.LABEL_PID: str(os.getppid()),  # alive
+        sandbox_module.LABEL_DEADLINE: str(int(time.time()) + 600),
+    }
+    live = docker_engine.containers.run(
+        BOOTSTRAP_IMAGE, ["sleep", "600"], detach=True, labels=labels, network_mode="none"
+    )
+    expired = docker_engine.containers.run(
+        BOOTSTRAP_IMAGE,
+        ["sleep", "600"],
+        detach=True,
+        labels={**labels, sandbox_module.LABEL_DEADLINE: str(int(time.time()) - 1)},
+        network_mode="none",
+    )
+    try:
+        sandbox_module.remove_stale(docker_engine, "shared-run")
+        running = {c["Id"] for c in docker_engine.api.containers(all=True)}
+        assert mine.id in running and live.id in running
+        assert expired.id not in running
+    finally:
+        mine.close()
+        for container in (live, expired):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
 
 
 def test_exec_past_its_timeout_is_killed(docker_engine: Any) -> None:

@@ -1,34 +1,100 @@
-"""pytest plugin evalkit loads with ``-p evalkit_pytest``: selection and a structured report.
+"""pytest plugin evalkit loads from its trusted runner: selection and a structured report.
 
 Runs inside the sandbox. It selects exactly the listed tests (unique-prefix match for
-ids that SWE-bench's log parser cut at a space) and writes one JSON line per test
-phase, then a closing line with the exit status. The harness grades from this file
-and the process exit code together, never from stdout.
+ids that SWE-bench's log parser cut at a space) and sends one JSON line per test phase
+over a socket to evalkit's collector, which runs as another user and hands the lines
+straight to the host. Nothing is written to a file the test user could rewrite.
+
+The runner connects and snapshots pytest's reporting machinery *before* any checkout
+code is imported; at session end the plugin checks that the machinery is still the
+one it snapshotted and that no checkout code registered reporting hooks, and sends what
+it found. A patch can still lie from inside the process; these checks make it work for
+it, and the host's cross-checks (exit code, terminal summary, late writers) catch the
+usual ways.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
-_report = None
+_sock = None
 _wanted: list[str] = []
+_snapshot: dict[str, object] = {}
+_audit: set[str] = set()
+_checkout = "/testbed"
+_patched: frozenset[str] = frozenset()
+
+# Reporting machinery whose replacement would let code rewrite outcomes.
+_WATCHED = (
+    ("_pytest.runner", "call_and_report"),
+    ("_pytest.runner", "runtestprotocol"),
+    ("_pytest.runner", "call_runtest_hook"),
+    ("_pytest.runner", "pytest_runtest_makereport"),
+    ("_pytest.reports", "TestReport"),
+    ("_pytest.terminal", "TerminalReporter"),
+    ("_pytest.main", "wrap_session"),
+)
+_REPORT_HOOKS = (
+    "pytest_runtest_makereport",
+    "pytest_runtest_logreport",
+    "pytest_report_teststatus",
+    "pytest_runtest_protocol",
+    "pytest_runtest_call",
+    "pytest_collection_modifyitems",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+)
 
 
-def pytest_configure(config):  # type: ignore[no-untyped-def]
-    global _report, _wanted
-    path = os.environ.get("EVALKIT_REPORT")
-    if path:
-        _report = open(path, "a", encoding="utf-8", buffering=1)
-    select = os.environ.get("EVALKIT_SELECT")
-    if select and os.path.exists(select):
-        with open(select, encoding="utf-8") as fh:
-            _wanted = [line.rstrip("\n") for line in fh if line.strip()]
+def connect(sock, nonce, wanted, checkout, patched):  # type: ignore[no-untyped-def]
+    """Called by the runner before the checkout is importable."""
+    global _sock, _wanted, _checkout, _patched
+    import sys
+
+    _sock = sock
+    _wanted = list(wanted)
+    _checkout = checkout
+    _patched = frozenset(patched)
+    _sock.sendall((json.dumps({"hello": nonce}) + "\n").encode())
+    for module, name in _WATCHED:
+        mod = sys.modules.get(module)
+        if mod is None:
+            mod = __import__(module, fromlist=[name])
+        _snapshot[module + "." + name] = getattr(mod, name, None)
+    from _pytest.reports import TestReport
+
+    _snapshot["TestReport.from_item_and_call"] = TestReport.__dict__.get("from_item_and_call")
+    _snapshot["_emit"] = _emit
+    _snapshot["sendall"] = type(_sock).sendall
+
+
+def audit_hook(event, args):  # type: ignore[no-untyped-def]
+    # Record, not refuse: some honest suites walk gc or use ctypes. The host flags it.
+    if event in _AUDITED:
+        _audit.add(event)
+
+
+_AUDITED = frozenset(
+    {
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "ctypes.addressof",
+        "ctypes.string_at",
+        "ctypes.PyObj_FromPtr",
+        "ctypes.cdata",
+        "sys.setprofile",
+        "sys.settrace",
+    }
+)
 
 
 def _emit(record):  # type: ignore[no-untyped-def]
-    if _report is not None:
-        _report.write(json.dumps(record) + "\n")
+    if _sock is not None:
+        with contextlib.suppress(OSError):
+            _sock.sendall((json.dumps(record) + "\n").encode())
 
 
 def _selected(nodeid):  # type: ignore[no-untyped-def]
@@ -40,6 +106,8 @@ def _selected(nodeid):  # type: ignore[no-untyped-def]
 
 def pytest_collection_modifyitems(session, config, items):  # type: ignore[no-untyped-def]
     if not _wanted:
+        for item in items:
+            _emit({"event": "collected", "nodeid": item.nodeid})
         return
     keep = [item for item in items if _selected(item.nodeid)]
     drop = [item for item in items if not _selected(item.nodeid)]
@@ -68,7 +136,56 @@ def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
     )
 
 
+def _from_patch(func):  # type: ignore[no-untyped-def]
+    """The file a hook came from, when it is one the model patch wrote."""
+    code = getattr(func, "__code__", None)
+    filename = getattr(code, "co_filename", "") or ""
+    root = _checkout.rstrip("/") + "/"
+    if not filename.startswith(root):
+        return None
+    relative = os.path.normpath(filename[len(root) :])
+    return relative if relative in _patched else None
+
+
+def _integrity(session):  # type: ignore[no-untyped-def]
+    import sys
+
+    findings = []
+    for module, name in _WATCHED:
+        mod = sys.modules.get(module)
+        if getattr(mod, name, None) is not _snapshot.get(module + "." + name):
+            findings.append("pytest internals replaced: %s.%s" % (module, name))
+    from _pytest.reports import TestReport
+
+    if TestReport.__dict__.get("from_item_and_call") is not _snapshot.get(
+        "TestReport.from_item_and_call"
+    ):
+        findings.append("pytest internals replaced: TestReport.from_item_and_call")
+    if globals().get("_emit") is not _snapshot.get("_emit"):
+        findings.append("evalkit's report plugin was modified")
+    if _sock is not None and type(_sock).sendall is not _snapshot.get("sendall"):
+        findings.append("the report socket was modified")
+    hook = session.config.hook
+    for name in _REPORT_HOOKS:
+        caller = getattr(hook, name, None)
+        if caller is None:
+            continue
+        for impl in caller.get_hookimpls():
+            where = _from_patch(impl.function)
+            if where:
+                findings.append("reporting hook %s registered from patched file %s" % (name, where))
+    return findings
+
+
 def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     _emit({"event": "session_finish", "exitstatus": int(exitstatus)})
-    if _report is not None:
-        _report.flush()
+    _emit({"event": "integrity", "findings": _integrity(session), "audit": sorted(_audit)})
+
+
+def pytest_unconfigure(config):  # type: ignore[no-untyped-def]
+    global _sock
+    _emit({"event": "end"})
+    if _sock is not None:
+        with contextlib.suppress(OSError):
+            _sock.close()
+        _sock = None

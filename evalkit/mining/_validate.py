@@ -100,7 +100,9 @@ def unfinished_tests(report_text: str) -> list[str]:
     """Tests the plugin saw start but never finish: what a killed (timed-out) run was
     running when it died."""
     started: dict[str, None] = {}
-    for line in report_text.splitlines():
+    from evalkit.grading import report_lines
+
+    for line in report_lines(report_text)[0]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
