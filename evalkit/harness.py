@@ -556,7 +556,9 @@ def evaluate(
         submitted.setdefault(p.model_name_or_path, []).append(p.instance_id)
 
     # The lock comes before anything in the run is read or written, and is held to the end.
-    with run.lock():
+    with run.lock() as lock:
+        if lock.previous is not None:
+            log(f"taking over run {run_id}: its last process (pid {lock.previous.pid}) died")
         _check_same_task_set(run, task_set)
         finished, bad_lines = _read_results(run)
         problems += bad_lines
@@ -769,7 +771,7 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
     """Recompute every verdict of a run from its saved outputs, without containers.
 
     Every record must be readable: a bad line or file is a :class:`UsageError` naming
-    it, and nothing is rewritten (``results.jsonl`` is rewritten only in full).
+    it, raised before anything is rewritten, so no line is ever regraded away.
     """
     run = RunDir(run_dir)
     if not run.manifest.is_file() and not run.manifest.is_symlink():

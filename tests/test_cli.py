@@ -315,6 +315,23 @@ def test_evaluate_reports_an_unreadable_results_line_keeps_it_and_copies_it_asid
     assert base64.b64decode(json.loads(aside)["raw_base64"]) == raw
 
 
+@pytest.mark.parametrize("content", [b'{"apply_method": "git-ap', b'{"image": "\xff"}', None])
+def test_regrade_names_a_corrupt_execution_record(
+    mini_tasks: MiniTasks, tmp_path: Path, content: bytes | None
+) -> None:
+    run = crafted_run(mini_tasks, tmp_path / "runs")
+    execution = run.unit("m", "acme__calc-1") / "execution.json"
+    if content is None:
+        execution.mkdir(parents=True)
+    else:
+        execution.parent.mkdir(parents=True)
+        execution.write_bytes(content)
+    before = run.results.read_bytes()
+    stderr = one_line_exit_2(cli(mini_tasks, tmp_path, "--regrade"))
+    assert f"evalkit: error: {execution}: " in stderr
+    assert run.results.read_bytes() == before
+
+
 def test_a_run_in_use_by_a_live_process_is_refused(mini_tasks: MiniTasks, tmp_path: Path) -> None:
     run = crafted_run(mini_tasks, tmp_path / "runs")
     proc, _ = hold_lock(run.path)
