@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit.records import SCHEMA_VERSION
+from evalkit.records import Verdict, current_schema
 from evalkit.report import build_report
 
 STATUSES = ("resolved", "unresolved", "patch_failed", "empty_patch", "error")
@@ -46,7 +46,7 @@ def synthesize(root: Path, agents: int, tasks: int, repeats: int) -> list[str]:
                     status = ("error" if roll > 0.99 else "resolved" if roll < skill[a]
                               else STATUSES[1 + i % 3])
                     fh.write(json.dumps({
-                        "schema_version": SCHEMA_VERSION, "instance_id": f"org__repo{i % 7}-{i}",
+                        "schema_version": current_schema(Verdict), "instance_id": f"org__repo{i % 7}-{i}",
                         "model_name_or_path": f"agent-{a}", "status": status,
                         "infra_failure": status == "error", "timed_out": False,
                         "tampered_files": [], "tests": {}}) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -30,14 +30,20 @@ app.add_typer(tasks_app, name="tasks")
 EXIT_USAGE = 2
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"evalkit: error: {message}", err=True)
+def _one_line(text: object) -> str:
+    """Messages quote user data (paths, names): keep each one a single line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"evalkit: error: {_one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
 def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="Per-model summary", title_justify="left")
     for column in (
@@ -54,7 +60,7 @@ def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
     for model, s in summaries.items():
         rate = s.resolved_instances / s.total_instances if s.total_instances else 0.0
         table.add_row(
-            model,
+            Text(model if len(model) <= 120 else model[:120] + "..."),  # a name, not markup
             f"{s.resolved_instances}/{s.total_instances} ({rate:.0%})",
             str(s.unresolved_instances),
             str(s.patch_failed_instances),
@@ -121,13 +127,14 @@ def evaluate(
     """
     from evalkit.harness import evaluate as run_evaluate
     from evalkit.harness import regrade
+    from evalkit.records import RESULTS_FILE, RunDir
 
     if instance_ids:
         # Accept SWE-bench's space-separated style as well as repeated flags.
         instance_ids = [i for value in instance_ids for i in value.replace(",", " ").split()]
     try:
         if regrade_only:
-            outcome = regrade(runs_dir / run_id, tasks)
+            outcome = regrade(RunDir.of(runs_dir, run_id).path, tasks)
         else:
             outcome = run_evaluate(
                 tasks,
@@ -146,12 +153,16 @@ def evaluate(
         # Containers are removed by the sandbox's exit hooks; written lines stay.
         typer.echo("evalkit: interrupted; finished results are kept (re-run to resume)", err=True)
         raise typer.Exit(130) from None
+    except UsageError as exc:
+        _fail(str(exc))
     _print_summaries(outcome.summaries)
-    typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
+    typer.echo(f"results: {outcome.run_dir / RESULTS_FILE}")
+    errors = [p for p in outcome.problems if not p.warning]
     for problem in outcome.problems:
-        typer.echo(f"evalkit: error: {problem}", err=True)
-    if outcome.problems:
-        _fail(f"{len(outcome.problems)} input record(s) got no result (listed above)")
+        kind = "warning" if problem.warning else "error"
+        typer.echo(f"evalkit: {kind}: {_one_line(problem)}", err=True)
+    if errors:
+        _fail(f"{len(errors)} record(s) could not be used (listed above)")
 
 
 @images_app.command("bootstrap")
@@ -452,13 +463,13 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        typer.echo(f"evalkit: error: {exc}", err=True)
+        typer.echo(f"evalkit: error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)
     except InfraError as exc:
-        typer.echo(f"evalkit: infrastructure error: {exc}", err=True)
+        typer.echo(f"evalkit: infrastructure error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)
     except EvalkitError as exc:
-        typer.echo(f"evalkit: error: {exc}", err=True)
+        typer.echo(f"evalkit: error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)
 
 

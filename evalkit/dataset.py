@@ -24,6 +24,7 @@ from evalkit.records import (
     Prediction,
     TaskInstance,
     iter_jsonl_lines,
+    iter_jsonl_raw,
 )
 
 GOLD_MODEL = "gold"
@@ -35,6 +36,12 @@ def _first_error(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"missing field {where!r}"
     return f"field {where!r}: {err['msg']}"
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A name as it appears in a message: quoted, escaped, and cut, so a hostile or
+    huge name cannot break the one-line error format."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 @dataclass
@@ -83,11 +90,15 @@ def load_task_set(root: Path) -> TaskSet:
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad input record: reported, skipped, and never costing other results."""
+    """One bad input record: reported, skipped, and never costing other results.
+
+    A ``warning`` is reported but the record was still used (the exit code stays 0).
+    """
 
     path: str
     line: int | None
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
@@ -97,7 +108,9 @@ class Problem:
 def _raw_predictions(path: Path) -> list[tuple[int | None, Any]]:
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"not valid UTF-8 (byte {exc.start + 1})", path=str(path)) from None
         except json.JSONDecodeError as exc:
             raise UsageError(
                 f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)
@@ -111,27 +124,29 @@ def _raw_predictions(path: Path) -> list[tuple[int | None, Any]]:
             return [(None, item) for item in data]
         raise UsageError("expected a JSON list or an object keyed by instance_id", path=str(path))
     rows: list[tuple[int | None, Any]] = []
-    for number, line in iter_jsonl_lines(path):
+    for number, raw, _ in iter_jsonl_raw(path):
         try:
-            rows.append((number, json.loads(line)))
+            rows.append((number, json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            rows.append((number, ValueError(f"not valid UTF-8 (byte {exc.start + 1})")))
         except json.JSONDecodeError as exc:
             rows.append((number, ValueError(f"not valid JSON ({exc.msg})")))
     return rows
 
 
 def load_predictions(path: Path, known_ids: set[str]) -> tuple[list[Prediction], list[Problem]]:
-    """Valid predictions in file order, and a :class:`Problem` for every rejected record."""
+    """Valid predictions in file order, and a :class:`Problem` for every rejected record
+    (plus a warning for each one counted as an empty patch because it has none)."""
     if not path.is_file():
         raise UsageError("predictions file not found", path=str(path))
     predictions: list[Prediction] = []
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for index, (line, raw) in enumerate(_raw_predictions(path)):
-        where = line if line is not None else None
         label = "" if line is not None else f"entry {index}: "
 
-        def reject(message: str, where: int | None = where, label: str = label) -> None:
-            problems.append(Problem(str(path), where, label + message))
+        def reject(message: str, line: int | None = line, label: str = label) -> None:
+            problems.append(Problem(str(path), line, label + message))
 
         if isinstance(raw, ValueError):
             reject(str(raw))
@@ -145,15 +160,21 @@ def load_predictions(path: Path, known_ids: set[str]) -> tuple[list[Prediction],
             reject(_first_error(exc))
             continue
         if prediction.instance_id not in known_ids:
-            reject(f"unknown instance_id {prediction.instance_id!r} (not in the task set)")
+            reject(f"unknown instance_id {_shown(prediction.instance_id)} (not in the task set)")
             continue
         key = (prediction.model_name_or_path, prediction.instance_id)
         if key in seen:
             reject(
-                f"duplicate prediction for {key[1]!r} by model {key[0]!r}; the first one is kept"
+                f"duplicate prediction for {_shown(key[1])} by model {_shown(key[0])}; "
+                "the first one is kept"
             )
             continue
         seen.add(key)
+        if raw.get("model_patch") is None:
+            # SWE-bench counts it as an empty patch too; say so, since it may be a typo.
+            problems.append(
+                Problem(str(path), line, label + "no model_patch; counted as an empty patch", True)
+            )
         predictions.append(prediction)
     return predictions, problems
 

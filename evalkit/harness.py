@@ -43,22 +43,25 @@ from evalkit.records import (
     EXECUTION_FILE,
     PATCH_FILE,
     REPORT_FILE,
-    RESULTS_FILE,
-    RUN_MANIFEST_FILE,
+    RESULTS_REJECTED_FILE,
     TEST_OUTPUT_FILE,
     TEST_REPORT_FILE,
     VERDICT_FILE,
     Execution,
     ModelSummary,
     Prediction,
+    RunDir,
     RunManifest,
     Status,
     TaskInstance,
     Verdict,
     append_jsonl,
-    model_dir_name,
+    compact_verdicts,
+    keep_aside,
+    read_model,
     read_verdicts,
     repair_jsonl,
+    scan_verdicts,
     write_atomic,
     write_model,
 )
@@ -603,13 +606,22 @@ def _write_report(
     return summaries
 
 
-def _compact(results: Path) -> list[Verdict]:
-    """Keep one line per (model, instance): superseded lines go, atomically."""
-    verdicts = read_verdicts(results)
-    lines = sum(1 for _ in results.open()) if results.exists() else 0
-    if lines != len(verdicts):
-        write_atomic(results, "".join(v.model_dump_json() + "\n" for v in verdicts))
-    return verdicts
+def _read_results(run: RunDir) -> tuple[list[Verdict], list[Problem]]:
+    """The run's verdicts so far, and a problem for each line that could not be read:
+    the line stays in ``results.jsonl`` and a copy goes to ``results.rejected.jsonl``."""
+    repair_jsonl(run.results)
+    scan = scan_verdicts(run.results)
+    keep_aside(scan.bad, run.rejected)
+    problems = [
+        Problem(
+            str(bad.path),
+            bad.line,
+            f"{bad.reason}; left in place (copy in {RESULTS_REJECTED_FILE})"
+            + ("" if bad.newer else ": fix or delete the line"),
+        )
+        for bad in scan.bad
+    ]
+    return scan.verdicts, problems
 
 
 def evaluate(
@@ -631,8 +643,7 @@ def evaluate(
     from evalkit.images import resolve_ca_bundle
     from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
 
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise UsageError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' or '.'")
+    run = RunDir.of(runs_dir, run_id)
     if predictions_path is None and not gold:
         raise UsageError("give --predictions FILE, or --gold to evaluate the tasks' own fixes")
     task_set = load_task_set(tasks_dir)
@@ -648,60 +659,62 @@ def evaluate(
     for p in predictions:
         submitted.setdefault(p.model_name_or_path, []).append(p.instance_id)
 
-    run_dir = runs_dir / run_id
-    results = run_dir / RESULTS_FILE
-    _check_same_task_set(run_dir, task_set)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    repair_jsonl(results)
-    done = {v.key: v for v in read_verdicts(results) if not v.infra_failure}
-    ca = resolve_ca_bundle(ca_bundle)
-    plan = _plan(task_set, predictions, done, run_dir, timeout, log)
-    problems += plan.problems
+    # The lock comes before anything in the run is read or written, and is held to the end.
+    with run.lock() as lock:
+        if lock.previous is not None:
+            log(f"taking over run {run_id}: its last process (pid {lock.previous.pid}) died")
+        _check_same_task_set(run, task_set)
+        finished, bad_lines = _read_results(run)
+        problems += bad_lines
+        done = {v.key: v for v in finished if not v.infra_failure}
+        ca = resolve_ca_bundle(ca_bundle)
+        plan = _plan(task_set, predictions, done, run, timeout, log)
+        problems += plan.problems
 
-    client = None
-    images: dict[str, str] = {}
-    if plan.units:
-        install_signal_cleanup()
-        client = docker_client()
-        remove_stale(client, run_id)
-        plan.units, failed = _build_images(plan.units, client, ca, run_dir, images, log)
-        plan.immediate += failed
-    write_model(
-        run_dir / RUN_MANIFEST_FILE,
-        RunManifest(
-            run_id=run_id,
-            evalkit_version=__version__,
-            tasks_dir=str(tasks_dir.resolve()),
-            tasks_sha256=task_set.sha256(),
-            predictions="gold" if predictions_path is None else str(predictions_path.resolve()),
-            timeout_s=timeout or 0.0,
-            workers=workers,
-            created_at=_now(),
-            images=images,
-        ),
-    )
-    if plan.immediate:
-        append_jsonl(results, plan.immediate)
-    if plan.skipped:
-        log(f"resuming {run_id}: {plan.skipped} finished result(s) kept")
-    runner = executor or ThreadExecutor(workers, client, label=run_id)
-    evaluated = _drive(runner, plan.units, results, progress, log)
-    verdicts = [v for v in _compact(results) if v.instance_id in selected]
-    summaries = _write_report(run_dir, verdicts, selected, submitted)
-    return RunOutcome(run_dir, summaries, problems, verdicts, evaluated)
+        client = None
+        images: dict[str, str] = {}
+        if plan.units:
+            install_signal_cleanup()
+            client = docker_client()
+            remove_stale(client, run_id)
+            plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
+            plan.immediate += failed
+        write_model(
+            run.manifest,
+            RunManifest(
+                run_id=run_id,
+                evalkit_version=__version__,
+                tasks_dir=str(tasks_dir.resolve()),
+                tasks_sha256=task_set.sha256(),
+                predictions="gold" if predictions_path is None else str(predictions_path.resolve()),
+                timeout_s=timeout or 0.0,
+                workers=workers,
+                created_at=_now(),
+                images=images,
+            ),
+        )
+        if plan.immediate:
+            append_jsonl(run.results, plan.immediate)
+        if plan.skipped:
+            log(f"resuming {run_id}: {plan.skipped} finished result(s) kept")
+        runner = executor or ThreadExecutor(workers, client, label=run_id)
+        evaluated = _drive(runner, plan.units, run.results, progress, log)
+        verdicts = [v for v in compact_verdicts(run.results).verdicts if v.instance_id in selected]
+        summaries = _write_report(run.path, verdicts, selected, submitted)
+    return RunOutcome(run.path, summaries, problems, verdicts, evaluated)
 
 
-def _check_same_task_set(run_dir: Path, task_set: TaskSet) -> None:
-    """Resuming is only sound on the same tasks: a changed task set needs a new run id."""
-    manifest = run_dir / RUN_MANIFEST_FILE
-    if not manifest.is_file():
+def _check_same_task_set(run: RunDir, task_set: TaskSet) -> None:
+    """Resuming is only sound on the same tasks and layout: otherwise a new run id."""
+    previous = run.read_manifest()
+    if previous is None:
         return
-    previous = RunManifest.model_validate_json(manifest.read_text())
+    run.check_layout(previous)
     if previous.tasks_sha256 and previous.tasks_sha256 != task_set.sha256():
         raise UsageError(
-            f"run {run_dir.name!r} was made with a different task set "
+            f"run {run.run_id!r} was made with a different task set "
             f"({previous.tasks_dir}); use a new --run-id",
-            path=str(manifest),
+            path=str(run.manifest),
         )
 
 
@@ -720,7 +733,7 @@ def _plan(
     task_set: TaskSet,
     predictions: list[Prediction],
     done: dict[tuple[str, str], Verdict],
-    run_dir: Path,
+    run: RunDir,
     timeout: float | None,
     log: Log,
 ) -> _Plan:
@@ -781,9 +794,7 @@ def _plan(
                 spec=spec,
                 image=keys[instance.instance_id],  # the build key until the image exists
                 bundle=bundle,
-                out_dir=run_dir
-                / model_dir_name(prediction.model_name_or_path)
-                / model_dir_name(instance.instance_id),
+                out_dir=run.unit(prediction.model_name_or_path, instance.instance_id),
                 timeout=timeout or spec.timeout,
             )
         )
@@ -815,7 +826,7 @@ def _build_images(
                     Repository(unit.bundle),
                     ca_bundle=ca,
                     log=log,
-                    build_log=run_dir / "images" / f"{unit.image}.log",
+                    build_log=RunDir(run_dir).images_log(unit.image),
                 )
             except InfraError as exc:
                 result = exc
@@ -833,6 +844,7 @@ def _build_images(
 def _drive(runner: Executor, units: list[EvalUnit], results: Path, progress: bool, log: Log) -> int:
     if not units:
         return 0
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     count = 0
@@ -849,61 +861,70 @@ def _drive(runner: Executor, units: list[EvalUnit], results: Path, progress: boo
         for verdict in runner.run(units):
             append_jsonl(results, [verdict])  # written as each finishes: nothing is lost
             count += 1
+            label = f"{verdict.instance_id[:60]} [{verdict.model_name_or_path[:60]}]"
             bar.update(
                 task,
                 advance=1,
-                description=f"{verdict.instance_id} [{verdict.model_name_or_path}] "
-                f"{verdict.status.value}",
+                # Names are the user's: never rich markup (a "[/]" in one would crash the bar).
+                description=f"{escape(label)} {verdict.status.value}",
             )
     return count
 
 
 def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
-    """Recompute every verdict of a run from its saved outputs, without containers."""
-    from evalkit.records import RunManifest
+    """Recompute every verdict of a run from its saved outputs, without containers.
 
-    manifest_path = run_dir / RUN_MANIFEST_FILE
-    if not manifest_path.is_file():
+    Every record must be readable: a bad line or file is a :class:`UsageError` naming
+    it, raised before anything is rewritten, so no line is ever regraded away.
+    """
+    run = RunDir(run_dir)
+    if not run.manifest.is_file() and not run.manifest.is_symlink():
         raise UsageError("not an evalkit run (no run.json)", path=str(run_dir))
-    manifest = RunManifest.model_validate_json(manifest_path.read_text())
-    task_set = load_task_set(tasks_dir or Path(manifest.tasks_dir))
-    old = read_verdicts(run_dir / RESULTS_FILE)
-    verdicts: list[Verdict] = []
-    for verdict in old:
-        out = (
-            run_dir
-            / model_dir_name(verdict.model_name_or_path)
-            / model_dir_name(verdict.instance_id)
-        )
-        execution_path = out / EXECUTION_FILE
-        instance = task_set.instances.get(verdict.instance_id)
-        if instance is None or not execution_path.is_file():
-            verdicts.append(verdict)  # nothing ran (empty/rejected patch, infra): keep as is
-            continue
-        execution = Execution.model_validate_json(execution_path.read_text())
-        report, output, patch = (
-            (out / name).read_text(errors="replace") if (out / name).is_file() else ""
-            for name in (TEST_REPORT_FILE, TEST_OUTPUT_FILE, PATCH_FILE)
-        )
-        verdicts.append(
-            grade(
-                instance,
-                execution,
-                report,
-                output,
-                model_name_or_path=verdict.model_name_or_path,
-                patch=patch,
-            ).model_copy(
-                update={
-                    "attempts": verdict.attempts,
-                    "finished_at": verdict.finished_at,
-                    "patch_sha256": verdict.patch_sha256,
-                }
+    with run.lock():
+        manifest = read_model(run.manifest, RunManifest)
+        run.check_layout(manifest)
+        task_set = load_task_set(tasks_dir or Path(manifest.tasks_dir))
+        old = read_verdicts(run.results)
+        verdicts: list[Verdict] = []
+        for verdict in old:
+            out = run.unit(verdict.model_name_or_path, verdict.instance_id)
+            execution_path = out / EXECUTION_FILE
+            instance = task_set.instances.get(verdict.instance_id)
+            if instance is None or not execution_path.exists():
+                verdicts.append(verdict)  # nothing ran (empty/rejected patch, infra): keep as is
+                continue
+            execution = read_model(execution_path, Execution)
+            report, output, patch = (
+                _read_text(out / name) if (out / name).exists() else ""
+                for name in (TEST_REPORT_FILE, TEST_OUTPUT_FILE, PATCH_FILE)
             )
-        )
-    write_atomic(run_dir / RESULTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
-    submitted: dict[str, list[str]] = {}
-    for v in verdicts:
-        submitted.setdefault(v.model_name_or_path, []).append(v.instance_id)
-    summaries = _write_report(run_dir, verdicts, task_set.instances, submitted)
-    return RunOutcome(run_dir, summaries, [], verdicts, 0)
+            verdicts.append(
+                grade(
+                    instance,
+                    execution,
+                    report,
+                    output,
+                    model_name_or_path=verdict.model_name_or_path,
+                    patch=patch,
+                ).model_copy(
+                    update={
+                        "attempts": verdict.attempts,
+                        "finished_at": verdict.finished_at,
+                        "patch_sha256": verdict.patch_sha256,
+                    }
+                )
+            )
+        write_atomic(run.results, "".join(v.model_dump_json() + "\n" for v in verdicts))
+        submitted: dict[str, list[str]] = {}
+        for v in verdicts:
+            submitted.setdefault(v.model_name_or_path, []).append(v.instance_id)
+        summaries = _write_report(run.path, verdicts, task_set.instances, submitted)
+    return RunOutcome(run.path, summaries, [], verdicts, 0)
+
+
+def _read_text(path: Path) -> str:
+    """A saved sandbox output: its bytes are the sandbox's, so undecodable ones are replaced."""
+    try:
+        return path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None

@@ -19,25 +19,27 @@ from evalkit.patch import is_test_path
 _PATTERNS: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern)
     for name, pattern in {
+        # Attribute names rather than ``module.attr``: ``import gc as _g`` must not hide it.
         "pytest-internals": (
-            r"\b_pytest\b|\bpluggy\b|\bpytest\.(TestReport|CallInfo|hookimpl|Session)\b"
+            r"\b_pytest\b|\bpluggy\b|\b(TestReport|CallInfo|hookimpl|call_and_report)\b"
             r"|\bpytest_(runtest|report|sessionfinish|terminal|collection|configure)\w*"
-            r"|\bpluginmanager\b|\bconfig\.hook\b|\bterminalreporter\b"
+            r"|\bpluginmanager\b|\bterminalreporter\b"
         ),
-        "gc-walk": r"\bgc\.(get_objects|get_referrers|get_referents)\b",
+        "gc-walk": r"\b(get_objects|get_referrers|get_referents)\b",
         "frame-inspection": (
-            r"\bsys\._getframe\b|\binspect\.(currentframe|stack|getouterframes)\b"
+            r"\b_getframe\b|\b_current_frames\b|\b(currentframe|getouterframes)\b"
             r"|\.f_(back|globals|locals|builtins)\b|\.tb_frame\b"
         ),
-        "exit-handler": r"\batexit\b|\bsys\.exitfunc\b|\bweakref\.finalize\b",
-        "signal-handler": r"\bsignal\.(signal|setitimer|alarm|pthread_kill)\b",
-        "hard-exit": r"\bos\.(_exit|abort|kill|killpg)\b",
-        "sys-modules": r"\bsys\.modules\b|\bimportlib\.reload\b|\bsys\.meta_path\b",
+        "exit-handler": r"\batexit\b|\bexitfunc\b|\bweakref\.finalize\b",
+        "signal-handler": r"\bsignal\.(signal|setitimer|alarm|pthread_kill)\b|\bsetitimer\b",
+        "hard-exit": r"\._exit\b|\bos\.(abort|kill|killpg)\b|\.killpg\b",
+        "sys-modules": r"\bsys\.modules\b|\bmeta_path\b|\bimportlib\.reload\b",
         "ctypes": r"\bctypes\b|\bcffi\b",
         "evalkit-paths": r"/evalkit\b|\bEVALKIT_\w*|\bevalkit_pytest\b",
-        "process-detach": r"\bos\.(fork|forkpty|setsid|daemon)\b|\bstart_new_session\b|\bnohup\b",
-        "tracing": r"\bsys\.(settrace|setprofile|addaudithook|monitoring)\b",
+        "process-detach": r"\.(fork|forkpty|setsid|daemon)\(|\bstart_new_session\b|\bnohup\b",
+        "tracing": r"\b(settrace|setprofile|addaudithook)\b|\bsys\.monitoring\b",
         "builtins-patch": r"\bbuiltins\.\w+\s*=(?!=)|__builtins__\s*\[",
+        "fd-access": r"/proc/self/(fd|mem)|\bsocket\.socket\(fileno=|\bfromfd\b",
     }.items()
 }
 

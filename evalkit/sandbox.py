@@ -22,13 +22,13 @@ import socket
 import tarfile
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from evalkit.errors import InfraError
+from evalkit.records import invocation_id
 
 if TYPE_CHECKING:
     import docker
@@ -42,9 +42,6 @@ COLLECTOR_UID = 1001
 """The evidence collector's user: not the test user, so tests cannot touch its output."""
 OUTPUT_CAP = 1024 * 1024
 DEFAULT_LIFETIME_S = 3 * 3600
-
-INVOCATION_ID = uuid.uuid4().hex[:16]
-"""This process's id on every container it starts: others never touch them."""
 
 
 class ExecResult(NamedTuple):
@@ -183,7 +180,7 @@ def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> i
     removed = 0
     for container in listed:
         labels = container.get("Labels") or {}
-        if labels.get(LABEL_INVOCATION) == INVOCATION_ID:
+        if labels.get(LABEL_INVOCATION) == invocation_id():
             continue
         try:
             expired = float(labels.get(LABEL_DEADLINE, "inf")) < now
@@ -329,7 +326,7 @@ class DockerSandbox:
                 environment={},
                 labels={
                     LABEL: label,
-                    LABEL_INVOCATION: INVOCATION_ID,
+                    LABEL_INVOCATION: invocation_id(),
                     LABEL_DEADLINE: str(int(self.deadline)),
                     LABEL_HOST: socket.gethostname(),
                     LABEL_PID: str(os.getpid()),
@@ -463,23 +460,14 @@ class DockerSandbox:
         return Process(sock)
 
     def read_file(self, path: str, cap: int = OUTPUT_CAP) -> bytes | None:
-        """``path``'s content, at most ``cap`` bytes: streamed, so a huge (or sparse)
-        file costs the host no more than the cap."""
-        from docker.errors import DockerException, NotFound
-
-        try:
-            bits, _ = self._container.get_archive(path, chunk_size=65536)
-            stream = _ChunkReader(iter(bits))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                member = tar.next()
-                if member is None or not member.isfile():
-                    return None
-                fh = tar.extractfile(member)
-                return fh.read(cap) if fh else None
-        except NotFound:
-            return None
-        except (DockerException, tarfile.TarError) as exc:
-            raise InfraError(f"reading {path} from the sandbox failed: {exc}") from None
+        """``path``'s content, at most ``cap`` bytes: streamed through ``head`` in the
+        sandbox, so a huge (or sparse) file costs the host no more than the cap.
+        None when there is no regular file there."""
+        script = 'test -f "$1" && ! test -L "$1" && exec head -c "$2" -- "$1"'
+        result = self.exec(["sh", "-c", script, "-", path, str(cap)], timeout=120, cap=2 * cap)
+        if result.timed_out:
+            raise InfraError(f"reading {path} from the sandbox timed out")
+        return result.output[:cap] if result.exit_code == 0 else None
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):  # already dead
@@ -491,28 +479,6 @@ class DockerSandbox:
             _remove(self._container)
         else:
             _reaper().submit(_remove, self._container)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks (for streaming tar reads)."""
-
-    def __init__(self, chunks: Any):
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
 
 
 def _remove(container: Any) -> None:

@@ -99,3 +99,68 @@ def test_hugging_face_export_keeps_swebench_columns(mini_tasks: MiniTasks, tmp_p
     )
     assert isinstance(ds[0]["FAIL_TO_PASS"], str)  # JSON-encoded, as SWE-bench ships it
     assert (tmp_path / "hf" / "test.parquet").is_file()
+
+
+def test_a_prediction_without_model_patch_counts_as_empty_but_is_reported(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"instance_id": "acme__calc-1", "model_name_or_path": "m"},
+        {"instance_id": "acme__calc-2", "model_name_or_path": "m", "model_patch": None},
+        {"instance_id": "acme__calc-2", "model_name_or_path": "n", "model_patch": ""},
+    ]
+    path = write(tmp_path / "p.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    preds, problems = load_predictions(path, IDS)
+    assert [(p.model_name_or_path, p.model_patch) for p in preds] == [
+        ("m", ""),
+        ("m", ""),
+        ("n", ""),
+    ]
+    assert [(str(p), p.warning) for p in problems] == [
+        (f"{path}:1: no model_patch; counted as an empty patch", True),
+        (f"{path}:2: no model_patch; counted as an empty patch", True),
+    ]
+    as_dict = write(tmp_path / "d.json", json.dumps({"acme__calc-1": {"model_name_or_path": "m"}}))
+    (problem,) = load_predictions(as_dict, IDS)[1]
+    assert str(problem) == f"{as_dict}: entry 0: no model_patch; counted as an empty patch"
+
+
+def test_invalid_utf8_in_predictions_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    good = json.dumps({"instance_id": "acme__calc-1", "model_name_or_path": "m"}).encode()
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(good + b"\n" + b'{"instance_id": "\xff"}\n')
+    preds, problems = load_predictions(path, IDS)
+    assert len(preds) == 1
+    assert f"{path}:2: not valid UTF-8 (byte 18)" in [str(p) for p in problems]
+    whole = tmp_path / "p.json"
+    whole.write_bytes(b'[{"instance_id": "\xff"}]')
+    with pytest.raises(UsageError, match=r"p.json: not valid UTF-8"):
+        load_predictions(whole, IDS)
+
+
+def test_invalid_utf8_in_instances_is_a_usage_error_naming_the_line(
+    mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    import shutil
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(mini_tasks.root, tasks)
+    with (tasks / "instances.jsonl").open("ab") as fh:
+        fh.write(b'{"instance_id": "\xc3"}\n')
+    with pytest.raises(UsageError, match=r"instances.jsonl:3: not valid UTF-8"):
+        load_task_set(tasks)
+
+
+@pytest.mark.parametrize(
+    "model", ["x" * 300, "é" * 300, "[/]", "a\nb", "nul\x00", "../../etc", "acme/agent"]
+)
+def test_hostile_model_names_load_and_messages_stay_one_short_line(
+    tmp_path: Path, model: str
+) -> None:
+    row = {"instance_id": "acme__calc-1", "model_name_or_path": model, "model_patch": "x"}
+    path = write(tmp_path / "p.jsonl", (json.dumps(row) + "\n") * 2)
+    preds, problems = load_predictions(path, IDS)
+    assert [p.model_name_or_path for p in preds] == [model]
+    (duplicate,) = problems
+    assert "duplicate prediction" in str(duplicate)
+    assert "\n" not in str(duplicate) and len(str(duplicate)) < len(str(path)) + 300

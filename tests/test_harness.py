@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from evalkit.harness import RunOutcome, evaluate, regrade
-from evalkit.records import Status, TestOutcome, Verdict, read_verdicts
+from evalkit.records import RunDir, Status, TestOutcome, Verdict, read_verdicts
 from tests.conftest import BUGGY, FIXED_ADD, TESTS_ADD, MiniTasks
 
 pytestmark = pytest.mark.docker
@@ -76,7 +76,7 @@ def test_gold_patches_resolve_every_instance(
         verdict.tests["FAIL_TO_PASS"]["tests/test_calc.py::TestAdd::test_negative"]
         is TestOutcome.PASSED
     )
-    out = tmp_path / "gold" / "gold" / "acme__calc-1"
+    out = RunDir(tmp_path / "gold").unit("gold", "acme__calc-1")
     for name in (
         "patch.diff",
         "eval.sh",
@@ -244,7 +244,7 @@ def test_no_history_after_base_is_reachable_in_the_sandbox(
     )
     patch = mini_tasks.diff(mini_tasks.commits["base"], {CALC: probe})
     outcome = run(mini_tasks, tmp_path, [pred("probe", patch)])
-    output = (outcome.run_dir / "probe" / "acme__calc-1" / "test_output.txt").read_text()
+    output = (RunDir(outcome.run_dir).unit("probe", "acme__calc-1") / "test_output.txt").read_text()
     assert "EVALKIT-PROBE 1 ''" in output  # one commit (the base tree), no tags
 
 
@@ -272,6 +272,24 @@ def test_regrade_recomputes_the_same_verdicts_without_containers(
     assert sorted(
         v.model_dump(exclude=strip).items().__repr__() for v in original.verdicts
     ) == sorted(v.model_dump(exclude=strip).items().__repr__() for v in regraded.verdicts)
+
+
+def test_look_alike_model_names_keep_their_own_outputs_through_regrade(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    # acme/agent and acme__agent once shared a directory: regrade then read the other's
+    # outputs and a no-fix agent became resolved.
+    fix = mini_tasks.diff(mini_tasks.commits["base"], {CALC: FIXED_ADD})
+    nothing = mini_tasks.diff(mini_tasks.commits["base"], {"README.md": "calc, documented\n"})
+    rows = [pred("acme/agent", fix), pred("acme__agent", nothing)]
+    original = run(mini_tasks, tmp_path, rows, run_id="alike")
+    regraded = regrade(original.run_dir)
+    for outcome in (original, regraded):
+        assert verdict_of(outcome, "acme/agent").status is Status.RESOLVED
+        assert verdict_of(outcome, "acme__agent").status is Status.UNRESOLVED
+    layout = RunDir(original.run_dir)
+    assert (layout.unit("acme/agent", "acme__calc-1") / "patch.diff").read_text() == fix
+    assert (layout.unit("acme__agent", "acme__calc-1") / "patch.diff").read_text() == nothing
 
 
 def test_image_build_failure_is_infra_not_the_agents_fault(

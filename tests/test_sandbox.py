@@ -146,3 +146,27 @@ def test_exec_past_its_timeout_is_killed(docker_engine: Any) -> None:
     # One list call (no per-container inspect that races with other removals).
     ids = [c["Id"] for c in docker_engine.api.containers(all=True)]
     assert sandbox.id not in ids  # removed on close, killed or not
+
+
+def test_a_test_cannot_write_past_the_checkouts_size_cap(docker_engine: Any) -> None:
+    sandbox = DockerSandbox(
+        docker_engine, BOOTSTRAP_IMAGE, Limits(disk="16m"), label="sandbox-test"
+    )
+    try:
+        result = sandbox.exec(
+            ["bash", "-c", "head -c 64M /dev/zero > /testbed/big; echo rc=$?; du -sm /testbed"],
+            timeout=60,
+        )
+        assert b"No space left" in result.output and b"rc=1" in result.output
+    finally:
+        sandbox.close()
+
+
+def test_files_read_from_a_sandbox_are_capped_even_when_sparse(docker_engine: Any) -> None:
+    sandbox = DockerSandbox(docker_engine, BOOTSTRAP_IMAGE, Limits(), label="sandbox-test")
+    try:
+        sandbox.exec(["truncate", "-s", "1536M", "/tmp/sparse"], timeout=30)
+        data = sandbox.read_file("/tmp/sparse", cap=1024)
+        assert data is not None and len(data) == 1024
+    finally:
+        sandbox.close()

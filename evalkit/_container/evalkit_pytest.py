@@ -70,12 +70,6 @@ def connect(sock, nonce, wanted, checkout, patched):  # type: ignore[no-untyped-
     _snapshot["sendall"] = type(_sock).sendall
 
 
-def audit_hook(event, args):  # type: ignore[no-untyped-def]
-    # Record, not refuse: some honest suites walk gc or use ctypes. The host flags it.
-    if event in _AUDITED:
-        _audit.add(event)
-
-
 _AUDITED = frozenset(
     {
         "gc.get_objects",
@@ -87,8 +81,78 @@ _AUDITED = frozenset(
         "ctypes.cdata",
         "sys.setprofile",
         "sys.settrace",
+        "sys._getframe",
+        "sys._current_frames",
+        "socket.__new__",
+        "sys.addaudithook",
+        "open",
+        "os.listdir",
+        "os.scandir",
     }
 )
+# Done by code the model patch wrote, these only serve a forgery: walking the heap to
+# find the runner's objects, poking memory, adding audit hooks, listing or opening the
+# process's own descriptors. They void the run; the rest are flags.
+_VOIDING = frozenset(
+    {
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "ctypes.addressof",
+        "ctypes.string_at",
+        "ctypes.PyObj_FromPtr",
+        "ctypes.cdata",
+        "sys.addaudithook",
+        "sys._current_frames",
+    }
+)
+_busy = False
+_voided: list[str] = []
+
+
+def audit_hook(event, args):  # type: ignore[no-untyped-def]
+    global _busy
+    if _busy or event not in _AUDITED:
+        return
+    if event in ("open", "os.listdir", "os.scandir"):
+        target = str(args[0]) if args else ""
+        if not target.startswith(("/proc/self/fd", "/proc/self/mem", "/proc/%d/" % os.getpid())):
+            return
+    _busy = True
+    try:
+        import sys
+
+        frame = sys._getframe(1)
+        where = None
+        for _ in range(3):  # the caller, or the stdlib function it went through
+            if frame is None:
+                break
+            where = _patched_file(frame.f_code.co_filename)
+            if where:
+                break
+            frame = frame.f_back
+        if where:
+            label = "%s from %s" % (event if event != "open" else "open /proc/self", where)
+            if (event in _VOIDING or event in ("open", "os.listdir", "os.scandir")) and (
+                label not in _voided
+            ):
+                _voided.append(label)
+                # Sent at once: the hook runs before the call returns, so code that
+                # goes on to forge the report and exit hard cannot take this back.
+                _emit({"event": "integrity", "findings": ["patched code did " + label]})
+            _audit.add(label)
+        elif event not in ("open", "os.listdir", "os.scandir", "sys._getframe", "socket.__new__"):
+            _audit.add(event)
+    finally:
+        _busy = False
+
+
+def _patched_file(filename):  # type: ignore[no-untyped-def]
+    root = _checkout.rstrip("/") + "/"
+    if not filename.startswith(root):
+        return None
+    relative = os.path.normpath(filename[len(root) :])
+    return relative if relative in _patched else None
 
 
 def _emit(record):  # type: ignore[no-untyped-def]
@@ -139,12 +203,7 @@ def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
 def _from_patch(func):  # type: ignore[no-untyped-def]
     """The file a hook came from, when it is one the model patch wrote."""
     code = getattr(func, "__code__", None)
-    filename = getattr(code, "co_filename", "") or ""
-    root = _checkout.rstrip("/") + "/"
-    if not filename.startswith(root):
-        return None
-    relative = os.path.normpath(filename[len(root) :])
-    return relative if relative in _patched else None
+    return _patched_file(getattr(code, "co_filename", "") or "")
 
 
 def _integrity(session):  # type: ignore[no-untyped-def]

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from evalkit.mining._history import Change
 from evalkit.mining._links import IssueRef
 from evalkit.mining._sources import Comments, Issue
 from evalkit.patch import PatchRejected, inspect_patch, is_test_path
-from evalkit.records import SCHEMA_VERSION, TaskInstance
+from evalkit.records import Record, TaskInstance
 
 SourceKind = Literal["export", "github", "gitlab", "commit"]
 
@@ -43,10 +43,10 @@ REASONS = {
 """Every rejection reason ``candidates.jsonl`` can carry, with what it means."""
 
 
-class Candidate(BaseModel):
+class Candidate(Record):
     """One line of ``candidates.jsonl``: a change considered, and what became of it."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1
     fix_commit: str
     """The mainline commit (a merge, a squash or a plain commit) that closed the issues."""
     base_commit: str
