@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from evalkit.bakeoff.records import AgentInfo, BakeoffManifest
 from evalkit.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -718,3 +719,41 @@ def plan_attempts(options: RunOptions, instance_ids: Sequence[str]) -> list[Atte
         for iid in instance_ids
         for agent in options.agents
     ]
+
+
+def make_manifest(
+    config: BakeoffConfig,
+    options: RunOptions,
+    *,
+    tasks_dir: Path,
+    tasks_sha256: str,
+    instance_ids: Sequence[str],
+    created_at: str | None = None,
+) -> BakeoffManifest:
+    """What ``bakeoff.json`` says about a run, before its first attempt."""
+    from evalkit import __version__
+
+    return BakeoffManifest(
+        run_id=options.run_id,
+        created_at=created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        evalkit_version=__version__,
+        config_path=str(config.path),
+        config_sha256=config.sha256,
+        tasks_dir=str(tasks_dir),
+        tasks_sha256=tasks_sha256,
+        repeats=options.repeats,
+        agents=[
+            AgentInfo(
+                name=a.name,
+                adapter=a.adapter,
+                version=a.agent_version,
+                upstream=a.upstream,
+                model=a.model,
+            )
+            for a in config.agents
+            if a.name in options.agents
+        ],
+        instance_ids=list(instance_ids),
+        timeout_s=config.bakeoff.timeout,
+        budget_usd=config.bakeoff.budget_usd,
+    )

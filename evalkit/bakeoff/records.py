@@ -380,6 +380,32 @@ def check_resume(existing: BakeoffManifest, new: BakeoffManifest, path: Path) ->
             )
 
 
+def start_or_resume(path: Path, new: BakeoffManifest) -> BakeoffManifest:
+    """Write ``bakeoff.json`` for a new run, or merge into the existing one when resuming.
+
+    A resumed run keeps its creation time and grows (more repeats, agents or tasks are
+    added); a different config or task set is refused.
+    """
+    path = Path(path)
+    if not path.exists():
+        write_manifest(path, new)
+        return new
+    old = read_manifest(path)
+    check_resume(old, new, path)
+    agents = {a.name: a for a in old.agents} | {a.name: a for a in new.agents}
+    merged = old.model_copy(
+        update={
+            "repeats": max(old.repeats, new.repeats),
+            "agents": list(agents.values()),
+            "instance_ids": sorted(set(old.instance_ids) | set(new.instance_ids)),
+            "evalkit_version": new.evalkit_version,
+        }
+    )
+    if merged != old:
+        write_manifest(path, merged)
+    return merged
+
+
 def prediction_of(attempt: AgentAttempt, patch_text: str) -> Prediction:
     """The SWE-bench prediction an attempt makes: its diff, under the agent's name."""
     return Prediction(
