@@ -279,7 +279,8 @@ def _first_error(exc: ValidationError) -> str:
 def parse_attempt(text: str | bytes, path: Path, line: int | None = None) -> AgentAttempt:
     """One attempt from one JSON line; anything else is a UsageError naming file:line."""
     try:
-        obj = json.loads(text)
+        # Decoded here: json.loads would guess UTF-16/32 from a byte string's first bytes.
+        obj = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except UnicodeDecodeError:
         raise UsageError("not UTF-8 text", path=str(path), line=line) from None
     except json.JSONDecodeError as exc:
@@ -352,7 +353,7 @@ def read_manifest(path: Path) -> BakeoffManifest:
     """Read ``bakeoff.json``; a bad or newer file is a UsageError."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_bytes())
+        obj = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise UsageError("bake-off manifest not found", path=str(path)) from None
     except (UnicodeDecodeError, json.JSONDecodeError):
