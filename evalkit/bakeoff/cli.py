@@ -28,7 +28,9 @@ app = typer.Typer(
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 1
 
-ConfigArg = Annotated[Path, typer.Argument(help="Bake-off config (TOML).", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(metavar="CONFIG", help="Bake-off config (TOML).", show_default=False)
+]
 RunsDirOpt = Annotated[
     Path, typer.Option("--runs-dir", help="Where runs are written (and the default store).")
 ]
