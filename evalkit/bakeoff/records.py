@@ -29,6 +29,7 @@ from evalkit.records import (
     Status,
     append_jsonl,
     repair_jsonl,
+    write_atomic,
     write_model,
 )
 
@@ -414,3 +415,30 @@ def prediction_of(attempt: AgentAttempt, patch_text: str) -> Prediction:
         model_name_or_path=attempt.agent,
         model_patch=patch_text,
     )
+
+
+def write_repeat_predictions(
+    run: BakeoffRunDir, repeat: int, attempts: list[AgentAttempt]
+) -> list[Prediction]:
+    """(Re)write ``predictions.r<k>.jsonl`` whole, from the latest attempts of repeat ``k``.
+
+    Rewritten atomically rather than appended: evaluate keeps the *first* line per (model,
+    instance), so an appended retry would be ignored. Attempts lost to infrastructure make
+    no prediction (they are never scored); one without a patch predicts an empty patch.
+    """
+    latest = {a.key: a for a in attempts if a.repeat == repeat and a.scored}
+    predictions = []
+    for attempt in sorted(latest.values(), key=lambda a: (a.agent, a.instance_id)):
+        patch = ""
+        if attempt.patch:
+            path = run.resolve(attempt.patch)
+            if not path.is_file():
+                raise UsageError(
+                    f"patch {attempt.patch!r} of {attempt.agent}/{attempt.instance_id}/r{repeat}"
+                    " is missing",
+                    path=str(run.attempts),
+                )
+            patch = path.read_text(encoding="utf-8", errors="replace")
+        predictions.append(prediction_of(attempt, patch))
+    write_atomic(run.predictions(repeat), "".join(p.model_dump_json() + "\n" for p in predictions))
+    return predictions

@@ -247,3 +247,31 @@ def test_resume_grows_a_run_but_refuses_another_config_or_task_set(tmp_path: Pat
         start_or_resume(path, manifest(config_sha256="d" * 64))
     with pytest.raises(UsageError, match="different task set"):
         start_or_resume(path, manifest(tasks_sha256="u" * 64))
+
+
+def test_repeat_predictions_are_rewritten_whole_from_the_latest_attempts(tmp_path: Path) -> None:
+    from evalkit.bakeoff.records import write_repeat_predictions
+    from evalkit.dataset import load_predictions
+
+    run = BakeoffRunDir(tmp_path / "runs", "nightly")
+    rel = BakeoffRunDir.attempt_rel("oracle", "t1", 1) / "patch.diff"
+    (run.root / rel).parent.mkdir(parents=True)
+    (run.root / rel).write_text("diff --git a/x b/x\n")
+    lost = attempt(instance_id="t1", attempt_status=AttemptStatus.INFRA_ERROR, status=None)
+    retried = attempt(instance_id="t1", patch=rel.as_posix(), tries=2)
+    empty = attempt(agent="liar", instance_id="t1")
+    other_repeat = attempt(instance_id="t2", repeat=2)
+    infra_only = attempt(agent="x", instance_id="t9", attempt_status=AttemptStatus.INFRA_ERROR)
+    write_repeat_predictions(run, 1, [lost, empty, other_repeat, infra_only])
+    written = write_repeat_predictions(run, 1, [lost, retried, empty, other_repeat, infra_only])
+    assert [(p.model_name_or_path, p.instance_id) for p in written] == [
+        ("liar", "t1"),
+        ("oracle", "t1"),
+    ]
+    # evaluate reads it without duplicates, and sees the retry's patch.
+    loaded, problems = load_predictions(run.predictions(1), {"t1", "t2", "t9"})
+    assert problems == [] and loaded == written
+    assert loaded[1].model_patch == "diff --git a/x b/x\n" and loaded[0].model_patch == ""
+    (run.root / rel).unlink()
+    with pytest.raises(UsageError, match="oracle/t1/r1 is missing"):
+        write_repeat_predictions(run, 1, [retried])
