@@ -576,10 +576,10 @@ def _files_digest(path: Path, key: str, root: Path, sources: Mapping[str, Path])
     digest = hashlib.sha256()
     total = 0
     for dest, file in sorted(_expand(path, key, root, sources).items()):
-        data = file.read_bytes()
-        total += len(data)
+        total += file.stat().st_size  # before reading: a mis-pointed huge file fails fast
         if total > MAX_AGENT_FILES_BYTES:
-            raise _usage(path, key, f"more than {MAX_AGENT_FILES_BYTES // 2**20} MiB of files")
+            raise _usage(path, key, f"more than {MAX_AGENT_FILES_BYTES:,} bytes of files")
+        data = file.read_bytes()
         digest.update(f"{dest}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
 
@@ -598,9 +598,9 @@ def resolve_agent_files(agent: AgentSpec) -> dict[str, bytes]:
     for dest, file in _expand(agent._config_path, key, agent._root, sources).items():
         data = file.read_bytes()
         total += len(data)
-        if total > MAX_AGENT_FILES_BYTES:
+        if total > MAX_AGENT_FILES_BYTES:  # the tree may have grown since load
             raise _usage(
-                agent._config_path, key, f"more than {MAX_AGENT_FILES_BYTES // 2**20} MiB of files"
+                agent._config_path, key, f"more than {MAX_AGENT_FILES_BYTES:,} bytes of files"
             )
         files[dest] = data
     return files
@@ -669,6 +669,9 @@ def make_run_options(
     run_id = run_id or default_run_id()
     if not SAFE_NAME.match(run_id):
         raise UsageError(f"--run-id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    if re.search(r"\.r\d+$", run_id):
+        # RUN_ID.rK names repeat K's evaluate run of bake-off RUN_ID: no collisions.
+        raise UsageError(f"--run-id {run_id!r}: names ending in .r<number> are repeats' runs")
     if repeats is not None and repeats < 1:
         raise UsageError(f"--repeats {repeats}: must be at least 1")
     if workers is not None and workers < 1:

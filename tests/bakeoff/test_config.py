@@ -392,6 +392,10 @@ def test_run_options_combine_config_and_flags(tmp_path: Path) -> None:
         make_run_options(config, agents=["codex"])
     with pytest.raises(UsageError, match=r"--run-id '\.\./x'"):
         make_run_options(config, run_id="../x")
+    # RUN_ID.rK is the evaluate run of repeat K: a bake-off may not take such a name.
+    with pytest.raises(UsageError, match=r"names ending in \.r<number> are repeats' runs"):
+        make_run_options(config, run_id="nightly.r1")
+    assert make_run_options(config, run_id="nightly.rc1").run_id == "nightly.rc1"
     assert make_run_options(config).run_id.startswith("bakeoff-")
 
 
@@ -417,3 +421,15 @@ def test_example_does_not_read_the_environment(
         if name.endswith("API_KEY"):
             monkeypatch.delenv(name)
     assert load_config(write(tmp_path, EXAMPLE)).agents
+
+
+def test_an_oversized_files_tree_fails_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evalkit.bakeoff.config as config_module
+
+    monkeypatch.setattr(config_module, "MAX_AGENT_FILES_BYTES", 1024)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "blob.bin").write_bytes(b"x" * 2048)
+    message = error_of(tmp_path, EXAMPLE.replace(FILES_KEY, '"/agent/big" = "big"'))
+    assert message == "agents[1].files: more than 1,024 bytes of files"
