@@ -26,6 +26,7 @@ images_app = typer.Typer(help="Build and inspect evalkit's Docker images.", no_a
 app.add_typer(images_app, name="images")
 tasks_app = typer.Typer(help="Work with task sets.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(__import__("evalkit.bakeoff.cli", fromlist=["app"]).app, name="bakeoff")
 
 EXIT_USAGE = 2
 
