@@ -1,0 +1,1 @@
+"""The bake-off: real coding-agent CLIs in sandboxes, against a model gateway."""
