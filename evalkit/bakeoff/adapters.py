@@ -112,6 +112,8 @@ class AgentContext(NamedTuple):
 
 class Adapter(Protocol):
     name: str
+    diff_excludes: tuple[str, ...]
+    """Git pathspec globs of the CLI's own artifacts in the checkout, to leave out of the diff."""
 
     def pack_spec(self, version: str) -> PackSpec | None: ...
 
@@ -167,6 +169,7 @@ def _base_env(ctx: AgentContext) -> dict[str, str]:
 
 
 class ClaudeCode:
+    diff_excludes: tuple[str, ...] = ()
     name = "claude-code"
 
     def pack_spec(self, version: str) -> PackSpec:
@@ -216,6 +219,7 @@ class ClaudeCode:
 
 
 class Codex:
+    diff_excludes: tuple[str, ...] = ()
     name = "codex"
     provider = "evalkit"
 
@@ -281,6 +285,7 @@ def _litellm_model(model: str) -> str:
 
 
 class MiniSweAgent:
+    diff_excludes: tuple[str, ...] = ()
     name = "mini-swe-agent"
 
     def pack_spec(self, version: str) -> PackSpec:
@@ -332,6 +337,8 @@ class MiniSweAgent:
 
 class Aider:
     name = "aider"
+    # Its repo-map cache; history files go to HOME and --no-gitignore leaves .gitignore alone.
+    diff_excludes: tuple[str, ...] = (".aider.tags.cache.v*",)
 
     def pack_spec(self, version: str) -> PackSpec:
         return PackSpec("pypi", "aider-chat", version or DEFAULT_VERSIONS[self.name],
@@ -381,6 +388,7 @@ class Aider:
 
 
 class Command:
+    diff_excludes: tuple[str, ...] = ()
     name = "command"
 
     def pack_spec(self, version: str) -> None:

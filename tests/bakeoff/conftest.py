@@ -13,12 +13,13 @@ import base64
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,8 @@ def _exec(container: Any, argv: list[str], *, env: dict[str, str] | None = None,
 def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
               repo_files: dict[str, str], *, model: str, args: list[str] | None = None,
               problem: str = "Fix add() in src/calc.py.",
-              command: list[str] | None = None) -> AgentRun:
+              command: list[str] | None = None,
+              tweak: Callable[[Invocation], Invocation] | None = None) -> AgentRun:
     """One attempt, the way the runner will make it: real CLI, no network, scripted model."""
     adapter = get_adapter(adapter_name)
     sockdir = Path(tempfile.mkdtemp(prefix="ek-gw-", dir="/tmp"))
@@ -191,6 +193,8 @@ def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
                            args=args or [], home=HOME, workdir="/testbed", pack_dir=PACK_MOUNT,
                            command=command)
         inv: Invocation = adapter.invocation(ctx)
+        if tweak is not None:  # only the positive controls of the attack tests use this
+            inv = tweak(inv)
         files = {HOME + "/": b"", os.path.dirname(CLAIM_FILE) + "/": b"", **inv.files}
         payload = json.dumps({p: base64.b64encode(b).decode() for p, b in files.items()})
         code, out = _exec(container, ["/usr/bin/python3", "-c", WRITE_FILES, payload])
@@ -213,8 +217,9 @@ def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
             if c == 0:
                 collected[path] = data
         c, claim_raw = _exec(container, ["cat", CLAIM_FILE])
-        _, diff = _exec(container, ["sh", "-c", f"git add -A >/dev/null && git diff --cached {base}"],
-                        env={"HOME": HOME})
+        excludes = " ".join(shlex.quote(f":(exclude){g}") for g in adapter.diff_excludes)
+        _, diff = _exec(container, ["sh", "-c", f"git add -A -- . {excludes} >/dev/null && "
+                                    f"git diff --cached {base}"], env={"HOME": HOME})
         _, found = _exec(container, ["sh", "-c", "find /tmp /testbed -name 'pwned*' 2>/dev/null"])
         return AgentRun(adapter_name, code, output, collected, claim_raw if c == 0 else None,
                         diff.decode(errors="replace"), list(server.requests), duration,
