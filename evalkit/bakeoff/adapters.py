@@ -139,8 +139,11 @@ def read_claim_file(data: bytes) -> Claim | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("resolved"), bool):
         return None
     summary = doc.get("summary")
-    return Claim(doc["resolved"], "claim_file",
-                 summary[:SUMMARY_MAX_CHARS] if isinstance(summary, str) else "")
+    return Claim(
+        doc["resolved"],
+        "claim_file",
+        summary[:SUMMARY_MAX_CHARS] if isinstance(summary, str) else "",
+    )
 
 
 def _json_lines(output: bytes) -> list[dict[str, Any]]:
@@ -174,8 +177,12 @@ class ClaudeCode:
 
     def pack_spec(self, version: str) -> PackSpec:
         cpu, _ = npm_platform()
-        return PackSpec("npm", "@anthropic-ai/claude-code", version or DEFAULT_VERSIONS[self.name],
-                        (("claude", f"node_modules/@anthropic-ai/claude-code-linux-{cpu}/claude"),))
+        return PackSpec(
+            "npm",
+            "@anthropic-ai/claude-code",
+            version or DEFAULT_VERSIONS[self.name],
+            (("claude", f"node_modules/@anthropic-ai/claude-code-linux-{cpu}/claude"),),
+        )
 
     def settings(self) -> dict[str, Any]:
         """The --settings JSON; the later gate issue adds ``hooks.PreToolUse`` here."""
@@ -183,12 +190,22 @@ class ClaudeCode:
 
     def invocation(self, ctx: AgentContext) -> Invocation:
         argv = [
-            f"{ctx.pack_dir}/bin/claude", "-p", ctx.problem + CLAIM_INSTRUCTION,
-            "--output-format", "stream-json", "--verbose",
+            f"{ctx.pack_dir}/bin/claude",
+            "-p",
+            ctx.problem + CLAIM_INSTRUCTION,
+            "--output-format",
+            "stream-json",
+            "--verbose",
             "--dangerously-skip-permissions",
-            "--setting-sources", "user", "--strict-mcp-config", "--disable-slash-commands",
-            "--settings", CLAUDE_SETTINGS,
-            "--model", ctx.model, *ctx.args,
+            "--setting-sources",
+            "user",
+            "--strict-mcp-config",
+            "--disable-slash-commands",
+            "--settings",
+            CLAUDE_SETTINGS,
+            "--model",
+            ctx.model,
+            *ctx.args,
         ]
         env = _base_env(ctx) | {
             "ANTHROPIC_BASE_URL": ctx.base_url,
@@ -227,53 +244,69 @@ class Codex:
         cpu, arch = npm_platform()
         vendor = f"node_modules/@openai/codex-linux-{cpu}/vendor/{arch}-unknown-linux-musl"
         binary = f"{vendor}/bin/codex"
-        return PackSpec("npm", "@openai/codex", version or DEFAULT_VERSIONS[self.name],
-                        (("codex", binary),))
+        return PackSpec(
+            "npm", "@openai/codex", version or DEFAULT_VERSIONS[self.name], (("codex", binary),)
+        )
 
     def config_toml(self, ctx: AgentContext) -> str:
         p = self.provider
-        return "\n".join([
-            f"model = {json.dumps(ctx.model)}",
-            f'model_provider = "{p}"',
-            "check_for_update_on_startup = false",
-            "",
-            "[analytics]",
-            "enabled = false",
-            "",
-            "[features]",
-            "plugins = false",
-            "unbounded_connection_retries = false",
-            "",
-            f"[model_providers.{p}]",
-            f'name = "{p}"',
-            f"base_url = {json.dumps(ctx.base_url.rstrip('/') + '/v1')}",
-            'wire_api = "responses"',
-            'env_key = "OPENAI_API_KEY"',
-            "request_max_retries = 1",
-            "stream_max_retries = 1",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"model = {json.dumps(ctx.model)}",
+                f'model_provider = "{p}"',
+                "check_for_update_on_startup = false",
+                "",
+                "[analytics]",
+                "enabled = false",
+                "",
+                "[features]",
+                "plugins = false",
+                "unbounded_connection_retries = false",
+                "",
+                f"[model_providers.{p}]",
+                f'name = "{p}"',
+                f"base_url = {json.dumps(ctx.base_url.rstrip('/') + '/v1')}",
+                'wire_api = "responses"',
+                'env_key = "OPENAI_API_KEY"',
+                "request_max_retries = 1",
+                "stream_max_retries = 1",
+                "",
+            ]
+        )
 
     def invocation(self, ctx: AgentContext) -> Invocation:
         codex_home = f"{ctx.home}/.codex"
         argv = [
-            f"{ctx.pack_dir}/bin/codex", "exec", "--json", "--color", "never",
-            "--dangerously-bypass-approvals-and-sandbox", "--ignore-rules",
-            "--skip-git-repo-check", "-C", ctx.workdir, "-o", CODEX_LAST_MESSAGE,
-            *ctx.args, "--", ctx.problem + CLAIM_INSTRUCTION,
+            f"{ctx.pack_dir}/bin/codex",
+            "exec",
+            "--json",
+            "--color",
+            "never",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--ignore-rules",
+            "--skip-git-repo-check",
+            "-C",
+            ctx.workdir,
+            "-o",
+            CODEX_LAST_MESSAGE,
+            *ctx.args,
+            "--",
+            ctx.problem + CLAIM_INSTRUCTION,
         ]
         env = _base_env(ctx) | {"CODEX_HOME": codex_home, "OPENAI_API_KEY": ctx.api_key}
         files = {f"{codex_home}/config.toml": self.config_toml(ctx).encode()}
         return Invocation(_stdin_null(argv), env, files)
 
     def claim(self, exit_code: int | None, output: bytes, files: dict[str, bytes]) -> Claim:
-        turns = [e for e in _json_lines(output)
-                 if e.get("type") in ("turn.completed", "turn.failed")]
+        turns = [
+            e for e in _json_lines(output) if e.get("type") in ("turn.completed", "turn.failed")
+        ]
         if not turns:
             return NO_CLAIM
         last_message = files.get(CODEX_LAST_MESSAGE, b"").decode(errors="replace")
-        return Claim(turns[-1]["type"] == "turn.completed", "final_event",
-                     last_message[:SUMMARY_MAX_CHARS])
+        return Claim(
+            turns[-1]["type"] == "turn.completed", "final_event", last_message[:SUMMARY_MAX_CHARS]
+        )
 
     def files_to_collect(self) -> list[str]:
         return [CODEX_LAST_MESSAGE]
@@ -289,14 +322,25 @@ class MiniSweAgent:
     name = "mini-swe-agent"
 
     def pack_spec(self, version: str) -> PackSpec:
-        return PackSpec("pypi", "mini-swe-agent", version or DEFAULT_VERSIONS[self.name],
-                        (("mini", "venv/bin/mini"),))
+        return PackSpec(
+            "pypi",
+            "mini-swe-agent",
+            version or DEFAULT_VERSIONS[self.name],
+            (("mini", "venv/bin/mini"),),
+        )
 
     def invocation(self, ctx: AgentContext) -> Invocation:
         argv = [
-            f"{ctx.pack_dir}/bin/mini", "-y", "--exit-immediately",
-            "-m", _litellm_model(ctx.model), "-o", MINI_TRAJECTORY, *ctx.args,
-            "-t", ctx.problem + CLAIM_INSTRUCTION,
+            f"{ctx.pack_dir}/bin/mini",
+            "-y",
+            "--exit-immediately",
+            "-m",
+            _litellm_model(ctx.model),
+            "-o",
+            MINI_TRAJECTORY,
+            *ctx.args,
+            "-t",
+            ctx.problem + CLAIM_INSTRUCTION,
         ]
         base = ctx.base_url.rstrip("/")
         env = _base_env(ctx) | {
@@ -328,8 +372,11 @@ class MiniSweAgent:
         if not isinstance(status, str):
             return NO_CLAIM
         submission = info.get("submission")
-        return Claim(status == "Submitted", "exit_status",
-                     submission[:SUMMARY_MAX_CHARS] if isinstance(submission, str) else status)
+        return Claim(
+            status == "Submitted",
+            "exit_status",
+            submission[:SUMMARY_MAX_CHARS] if isinstance(submission, str) else status,
+        )
 
     def files_to_collect(self) -> list[str]:
         return [MINI_TRAJECTORY]
@@ -341,25 +388,51 @@ class Aider:
     diff_excludes: tuple[str, ...] = (".aider.tags.cache.v*",)
 
     def pack_spec(self, version: str) -> PackSpec:
-        return PackSpec("pypi", "aider-chat", version or DEFAULT_VERSIONS[self.name],
-                        (("aider", "venv/bin/aider"),))
+        return PackSpec(
+            "pypi",
+            "aider-chat",
+            version or DEFAULT_VERSIONS[self.name],
+            (("aider", "venv/bin/aider"),),
+        )
 
     def invocation(self, ctx: AgentContext) -> Invocation:
         model = _litellm_model(ctx.model)
         hist = f"{ctx.home}/.aider-history"
         argv = [
-            f"{ctx.pack_dir}/bin/aider", "--model", model,
-            "--openai-api-base", f"{ctx.base_url.rstrip('/')}/v1",
-            "--message-file", AIDER_PROMPT, "--yes-always",
-            "--no-auto-commits", "--no-dirty-commits", "--no-gitignore",
-            "--no-check-update", "--analytics-disable", "--no-show-model-warnings",
-            "--no-show-release-notes", "--no-pretty", "--no-fancy-input", "--no-detect-urls",
-            "--no-suggest-shell-commands", "--no-auto-lint", "--no-auto-test", "--test-cmd=",
-            "--no-notifications", "--no-restore-chat-history",
-            "--model-metadata-file", AIDER_MODEL_METADATA, "--edit-format", "diff",
-            "--chat-history-file", f"{hist}/chat.md",
-            "--input-history-file", f"{hist}/input",
-            "--env-file", f"{ctx.home}/.aider.env",
+            f"{ctx.pack_dir}/bin/aider",
+            "--model",
+            model,
+            "--openai-api-base",
+            f"{ctx.base_url.rstrip('/')}/v1",
+            "--message-file",
+            AIDER_PROMPT,
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-dirty-commits",
+            "--no-gitignore",
+            "--no-check-update",
+            "--analytics-disable",
+            "--no-show-model-warnings",
+            "--no-show-release-notes",
+            "--no-pretty",
+            "--no-fancy-input",
+            "--no-detect-urls",
+            "--no-suggest-shell-commands",
+            "--no-auto-lint",
+            "--no-auto-test",
+            "--test-cmd=",
+            "--no-notifications",
+            "--no-restore-chat-history",
+            "--model-metadata-file",
+            AIDER_MODEL_METADATA,
+            "--edit-format",
+            "diff",
+            "--chat-history-file",
+            f"{hist}/chat.md",
+            "--input-history-file",
+            f"{hist}/input",
+            "--env-file",
+            f"{ctx.home}/.aider.env",
             *ctx.args,
         ]
         env = _base_env(ctx) | {
@@ -368,10 +441,17 @@ class Aider:
             "PYTHONDONTWRITEBYTECODE": "1",
             "GIT_TERMINAL_PROMPT": "0",
         }
-        meta = {model: {"max_input_tokens": 200000, "max_tokens": 32000,
-                        "max_output_tokens": 32000, "input_cost_per_token": 0,
-                        "output_cost_per_token": 0, "litellm_provider": model.split("/")[0],
-                        "mode": "chat"}}
+        meta = {
+            model: {
+                "max_input_tokens": 200000,
+                "max_tokens": 32000,
+                "max_output_tokens": 32000,
+                "input_cost_per_token": 0,
+                "output_cost_per_token": 0,
+                "litellm_provider": model.split("/")[0],
+                "mode": "chat",
+            }
+        }
         files = {
             AIDER_PROMPT: ctx.problem.encode(),
             AIDER_MODEL_METADATA: json.dumps(meta).encode(),

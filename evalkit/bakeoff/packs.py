@@ -51,6 +51,7 @@ MANIFEST_FILE = "evalkit-pack.json"
 PACK_SCHEMA_VERSION = 1
 DEFAULT_BASE_IMAGE = "evalkit/base:bookworm"
 CACHE_ENV = "EVALKIT_CACHE"
+PIP_CACHE_DIR = ".pip-cache"
 BUILD_TIMEOUT_S = 1800
 
 Log = Callable[[str], None]
@@ -168,14 +169,22 @@ def ensure_pack(
             if spec.ecosystem == "npm":
                 resolved = _build_npm(spec, tmp)
             else:
-                resolved = _build_pypi(spec, tmp, client)
+                resolved = _build_pypi(spec, tmp, client, pip_cache=root / PIP_CACHE_DIR)
             bins = _link_bins(spec, tmp)
             elapsed = time.monotonic() - start
             manifest = PackManifest(
-                schema_version=PACK_SCHEMA_VERSION, key=key, ecosystem=spec.ecosystem,
-                package=spec.package, version=spec.version, platform=f"linux-{npm_platform()[0]}",
-                base_image=spec.base_image if base_id else None, base_image_id=base_id,
-                bins=bins, resolved=resolved, built_at=time.time(), build_seconds=elapsed,
+                schema_version=PACK_SCHEMA_VERSION,
+                key=key,
+                ecosystem=spec.ecosystem,
+                package=spec.package,
+                version=spec.version,
+                platform=f"linux-{npm_platform()[0]}",
+                base_image=spec.base_image if base_id else None,
+                base_image_id=base_id,
+                bins=bins,
+                resolved=resolved,
+                built_at=time.time(),
+                build_seconds=elapsed,
             )
             (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
             _make_read_only(tmp)
@@ -236,10 +245,21 @@ def _build_npm(spec: PackSpec, dest: Path) -> dict[str, str]:
         raise InfraError("npm is needed on the host to build npm agent packs")
     cpu, _ = npm_platform()
     argv = [
-        npm, "install", "--prefix", str(dest), "--no-save", "--no-audit", "--no-fund",
-        "--no-update-notifier", "--ignore-scripts", "--include=optional",
-        "--os=linux", f"--cpu={cpu}", "--libc=glibc",
-        f"{spec.package}@{spec.version}", *spec.extra,
+        npm,
+        "install",
+        "--prefix",
+        str(dest),
+        "--no-save",
+        "--no-audit",
+        "--no-fund",
+        "--no-update-notifier",
+        "--ignore-scripts",
+        "--include=optional",
+        "--os=linux",
+        f"--cpu={cpu}",
+        "--libc=glibc",
+        f"{spec.package}@{spec.version}",
+        *spec.extra,
     ]
     _run(argv, cwd=dest)
     lock = dest / "node_modules" / ".package-lock.json"
@@ -254,7 +274,9 @@ def _build_npm(spec: PackSpec, dest: Path) -> dict[str, str]:
     return resolved
 
 
-def _build_pypi(spec: PackSpec, dest: Path, client: docker.DockerClient | None) -> dict[str, str]:
+def _build_pypi(
+    spec: PackSpec, dest: Path, client: docker.DockerClient | None, *, pip_cache: Path
+) -> dict[str, str]:
     from docker.errors import DockerException
 
     from evalkit.images import resolve_ca_bundle
@@ -269,15 +291,26 @@ def _build_pypi(spec: PackSpec, dest: Path, client: docker.DockerClient | None) 
         f"{py} -m pip install --no-input --disable-pip-version-check -q {reqs}; "
         f"{py} -m pip list --format json > {PACK_MOUNT}/.resolved.json"
     )
-    env = {"PIP_NO_CACHE_DIR": "1", "PYTHONDONTWRITEBYTECODE": ""}
-    volumes = {str(dest): {"bind": PACK_MOUNT, "mode": "rw"}}
+    # A wheel cache shared by every PyPI pack build (mini-swe-agent and aider share most of
+    # their dependencies); only downloads live there, never an installed tree.
+    pip_cache.mkdir(exist_ok=True)
+    env = {"PIP_CACHE_DIR": "/evalkit/pip-cache"}
+    volumes = {
+        str(dest): {"bind": PACK_MOUNT, "mode": "rw"},
+        str(pip_cache): {"bind": "/evalkit/pip-cache", "mode": "rw"},
+    }
     if ca is not None:
         volumes[str(ca)] = {"bind": "/evalkit/ca.crt", "mode": "ro"}
         env |= {"PIP_CERT": "/evalkit/ca.crt", "SSL_CERT_FILE": "/evalkit/ca.crt"}
     try:
         container = client.containers.run(
-            spec.base_image, ["/bin/sh", "-c", script], detach=True, network_mode="bridge",
-            environment=env, volumes=volumes, labels={"evalkit.pack-build": spec.package},
+            spec.base_image,
+            ["/bin/sh", "-c", script],
+            detach=True,
+            network_mode="bridge",
+            environment=env,
+            volumes=volumes,
+            labels={"evalkit.pack-build": spec.package},
         )
     except DockerException as exc:
         raise InfraError(f"starting the pack build container failed: {exc}") from None
@@ -348,8 +381,9 @@ def remove_pack(pack: Pack) -> None:
 
 def _run(argv: list[str], *, cwd: Path) -> None:
     try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S, check=False)
+        proc = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
         raise InfraError(f"{' '.join(argv[:3])} took over {BUILD_TIMEOUT_S}s") from None
     if proc.returncode != 0:

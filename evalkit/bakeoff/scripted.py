@@ -168,10 +168,14 @@ def load_script(path: Path) -> Script:
         else:
             data = json.loads(text)
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError both are ValueErrors
-        line = getattr(exc, "lineno", None)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"not valid {path.suffix.lstrip('.') or 'JSON'}: {msg}", path=str(path),
-                         line=line) from None
+        line = getattr(exc, "lineno", None)
+        found = re.search(r"\(at line (\d+), column \d+\)", msg)  # tomllib's wording
+        if line is None and found:
+            line = int(found.group(1))
+            msg = msg[: found.start()].rstrip()
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise UsageError(f"not valid {kind}: {msg}", path=str(path), line=line) from None
     return parse_script(data, source=str(path))
 
 
@@ -202,7 +206,7 @@ def _b64(data: str) -> str:
 def shell_write(path: str, content: str) -> str:
     """A shell command that writes ``content`` to ``path`` byte for byte."""
     q = shlex.quote(path)
-    return f"mkdir -p -- \"$(dirname -- {q})\" && printf %s {_b64(content)} | base64 -d > {q}"
+    return f'mkdir -p -- "$(dirname -- {q})" && printf %s {_b64(content)} | base64 -d > {q}'
 
 
 def shell_edit(path: str, old: str, new: str) -> str:
@@ -246,8 +250,7 @@ def aider_block(path: str, search: str, replace: str) -> str:
         return s if not s or s.endswith("\n") else s + "\n"
 
     return (
-        f"{path}\n```\n<<<<<<< SEARCH\n{body(search)}=======\n"
-        f"{body(replace)}>>>>>>> REPLACE\n```\n"
+        f"{path}\n```\n<<<<<<< SEARCH\n{body(search)}=======\n{body(replace)}>>>>>>> REPLACE\n```\n"
     )
 
 
@@ -400,7 +403,10 @@ class Reply(NamedTuple):
 def anthropic_reply(action: Action, n: int, usage: UsageReport, model: str, stream: bool) -> Reply:
     if action.tool is not None:
         block: dict[str, Any] = {
-            "type": "tool_use", "id": f"toolu_evalkit_{n}", "name": action.tool, "input": {}
+            "type": "tool_use",
+            "id": f"toolu_evalkit_{n}",
+            "name": action.tool,
+            "input": {},
         }
         full = {**block, "input": action.args}
         stop = "tool_use"
@@ -409,13 +415,22 @@ def anthropic_reply(action: Action, n: int, usage: UsageReport, model: str, stre
         full = {"type": "text", "text": action.text}
         stop = "end_turn"
     message: dict[str, Any] = {
-        "id": f"msg_evalkit_{n}", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": None, "stop_sequence": None,
+        "id": f"msg_evalkit_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
         "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
     }
     if not stream:
-        done = {**message, "content": [full], "stop_reason": stop,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}}
+        done = {
+            **message,
+            "content": [full],
+            "stop_reason": stop,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        }
         return Reply(200, "application/json", json.dumps(done).encode())
     delta: dict[str, Any]
     if action.tool is not None:
@@ -424,13 +439,20 @@ def anthropic_reply(action: Action, n: int, usage: UsageReport, model: str, stre
         delta = {"type": "text_delta", "text": action.text}
     frames = [
         _sse("message_start", {"type": "message_start", "message": message}),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": block}),
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        ),
         _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
         _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": stop, "stop_sequence": None},
-                               "usage": {"output_tokens": usage.output_tokens}}),
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage.output_tokens},
+            },
+        ),
         _sse("message_stop", {"type": "message_stop"}),
     ]
     return Reply(200, "text/event-stream", b"".join(frames))
@@ -439,32 +461,64 @@ def anthropic_reply(action: Action, n: int, usage: UsageReport, model: str, stre
 def responses_reply(action: Action, n: int, usage: UsageReport, model: str) -> Reply:
     item: dict[str, Any]
     if action.tool is None:
-        item = {"type": "message", "id": f"msg_evalkit_{n}", "role": "assistant",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": action.text, "annotations": []}]}
+        item = {
+            "type": "message",
+            "id": f"msg_evalkit_{n}",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": action.text, "annotations": []}],
+        }
     elif isinstance(action.args, str):
-        item = {"type": "custom_tool_call", "id": f"ctc_evalkit_{n}",
-                "call_id": f"call_evalkit_{n}", "name": action.tool, "input": action.args,
-                "status": "completed"}
+        item = {
+            "type": "custom_tool_call",
+            "id": f"ctc_evalkit_{n}",
+            "call_id": f"call_evalkit_{n}",
+            "name": action.tool,
+            "input": action.args,
+            "status": "completed",
+        }
     else:
-        item = {"type": "function_call", "id": f"fc_evalkit_{n}", "call_id": f"call_evalkit_{n}",
-                "name": action.tool, "arguments": json.dumps(action.args), "status": "completed"}
-    u = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-         "total_tokens": usage.input_tokens + usage.output_tokens,
-         "input_tokens_details": {"cached_tokens": 0},
-         "output_tokens_details": {"reasoning_tokens": 0}}
+        item = {
+            "type": "function_call",
+            "id": f"fc_evalkit_{n}",
+            "call_id": f"call_evalkit_{n}",
+            "name": action.tool,
+            "arguments": json.dumps(action.args),
+            "status": "completed",
+        }
+    u = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
     frames = [
-        _sse("response.output_item.done", {"type": "response.output_item.done",
-                                           "output_index": 0, "item": item}),
-        _sse("response.completed", {"type": "response.completed", "response": {
-            "id": f"resp_evalkit_{n}", "object": "response", "status": "completed",
-            "model": model, "output": [item], "usage": u}}),
+        _sse(
+            "response.output_item.done",
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+        ),
+        _sse(
+            "response.completed",
+            {
+                "type": "response.completed",
+                "response": {
+                    "id": f"resp_evalkit_{n}",
+                    "object": "response",
+                    "status": "completed",
+                    "model": model,
+                    "output": [item],
+                    "usage": u,
+                },
+            },
+        ),
     ]
     return Reply(200, "text/event-stream", b"".join(frames))
 
 
-def chat_reply(action: Action, n: int, usage: UsageReport, model: str, stream: bool,
-               flavor: Flavor) -> Reply:
+def chat_reply(
+    action: Action, n: int, usage: UsageReport, model: str, stream: bool, flavor: Flavor
+) -> Reply:
     mark = f"[evalkit step {n}]"
     message: dict[str, Any] = {"role": "assistant"}
     if flavor == "mini-text":
@@ -473,19 +527,33 @@ def chat_reply(action: Action, n: int, usage: UsageReport, model: str, stream: b
         finish = "stop"
     elif action.tool is not None:
         message["content"] = f"{mark} {action.text}".strip()
-        message["tool_calls"] = [{"id": f"call_evalkit_{n}", "type": "function", "function": {
-            "name": action.tool, "arguments": json.dumps(action.args)}}]
+        message["tool_calls"] = [
+            {
+                "id": f"call_evalkit_{n}",
+                "type": "function",
+                "function": {"name": action.tool, "arguments": json.dumps(action.args)},
+            }
+        ]
         finish = "tool_calls"
     else:
         # aider shows the whole reply; the marker sits on its own line, outside any edit block.
         message["content"] = f"{mark}\n{action.text}"
         finish = "stop"
-    u = {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-         "total_tokens": usage.input_tokens + usage.output_tokens}
+    u = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
     base = {"id": f"chatcmpl-evalkit-{n}", "created": int(time.time()), "model": model}
     if not stream:
-        body = {**base, "object": "chat.completion", "usage": u, "choices": [
-            {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]}
+        body = {
+            **base,
+            "object": "chat.completion",
+            "usage": u,
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            ],
+        }
         return Reply(200, "application/json", json.dumps(body).encode())
     chunk = {**base, "object": "chat.completion.chunk"}
     delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
@@ -493,8 +561,10 @@ def chat_reply(action: Action, n: int, usage: UsageReport, model: str, stream: b
         delta["tool_calls"] = [{"index": 0, **message["tool_calls"][0]}]
     frames = [
         _sse(None, {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}),
-        _sse(None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                    "usage": u}),
+        _sse(
+            None,
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": u},
+        ),
         b"data: [DONE]\n\n",
     ]
     return Reply(200, "text/event-stream", b"".join(frames))
@@ -547,8 +617,9 @@ class ScriptedModelServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> ScriptedModelServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="scripted-model")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True, name="scripted-model"
+        )
         self._thread.start()
         return self
 
@@ -581,8 +652,11 @@ class ScriptedModelServer:
             tools = _tool_names(body.get("tools"))
             actions = plan(self.script, "claude", tools)
             n = min(_next_index(_history_ids(body.get("messages"))), len(actions) - 1)
-            return "anthropic", n, anthropic_reply(actions[n], n, usage, model,
-                                                   bool(body.get("stream")))
+            return (
+                "anthropic",
+                n,
+                anthropic_reply(actions[n], n, usage, model, bool(body.get("stream"))),
+            )
         if route.endswith("/v1/responses"):
             tools = _tool_names(body.get("tools"))
             actions = plan(self.script, "codex", tools)
@@ -593,10 +667,18 @@ class ScriptedModelServer:
             flavor = chat_flavor(body)
             actions = plan(self.script, flavor, _tool_names(body.get("tools")))
             n = min(_next_index(_history_ids(body.get("messages"))), len(actions) - 1)
-            return "chat", n, chat_reply(actions[n], n, usage, model, bool(body.get("stream")),
-                                         flavor)
-        err = {"type": "error", "error": {"type": "not_found_error",
-                                          "message": f"scripted model server: no route {route}"}}
+            return (
+                "chat",
+                n,
+                chat_reply(actions[n], n, usage, model, bool(body.get("stream")), flavor),
+            )
+        err = {
+            "type": "error",
+            "error": {
+                "type": "not_found_error",
+                "message": f"scripted model server: no route {route}",
+            },
+        }
         return "unknown", None, Reply(404, "application/json", json.dumps(err).encode())
 
 
@@ -617,8 +699,14 @@ def _make_handler(server: ScriptedModelServer) -> type[BaseHTTPRequestHandler]:
             return "local"
 
         def _record(self, body: bytes, dialect: str, n: int | None) -> None:
-            rec = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in
-                                                            self.headers.items()}, body, dialect, n)
+            rec = RecordedRequest(
+                self.command,
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+                dialect,
+                n,
+            )
             with server._lock:
                 server.requests.append(rec)
 
@@ -653,8 +741,9 @@ def _make_handler(server: ScriptedModelServer) -> type[BaseHTTPRequestHandler]:
                 self._send(Reply(200, "application/json", b"{}"), head_only=head_only)
             else:
                 self._record(b"", "unknown", None)
-                self._send(Reply(404, "application/json", b'{"error":"not found"}'),
-                           head_only=head_only)
+                self._send(
+                    Reply(404, "application/json", b'{"error":"not found"}'), head_only=head_only
+                )
 
         def do_HEAD(self) -> None:
             self._preflight(True)
@@ -687,8 +776,10 @@ def _wait_forever() -> Iterator[None]:  # pragma: no cover - interactive use
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evalkit.bakeoff.scripted",
-                                     description="Replay a scripted conversation as a model API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m evalkit.bakeoff.scripted",
+        description="Replay a scripted conversation as a model API.",
+    )
     parser.add_argument("script", type=Path)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", type=int, default=8765)
@@ -700,8 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = ScriptedModelServer(script, host=args.host, port=args.port,
-                                 unix_socket=args.unix_socket)
+    server = ScriptedModelServer(
+        script, host=args.host, port=args.port, unix_socket=args.unix_socket
+    )
     where_ = args.unix_socket or server.base_url
     print(f"scripted model server on {where_} ({len(script.steps)} steps)", flush=True)
     with server:

@@ -39,7 +39,7 @@ BASE_URL = "http://127.0.0.1:4000"
 AGENT_TIMEOUT_S = 240
 
 # --- test scaffolding: TCP -> Unix socket forwarder (the gateway helper ships the real one) ---
-FORWARDER = r'''
+FORWARDER = r"""
 import socket, sys, threading
 host, port = sys.argv[1].rsplit(":", 1)
 path = sys.argv[2]
@@ -74,7 +74,7 @@ srv.listen(64)
 while True:
     c, _ = srv.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
-'''
+"""
 
 # Writes files (path -> base64) as the agent user; /tmp is a tmpfs that docker cp cannot reach.
 WRITE_FILES = (
@@ -95,8 +95,9 @@ def git(cwd: Path, *args: str) -> str:
         "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }
     cmd = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def repo_tar(files: dict[str, str]) -> tuple[bytes, str]:
@@ -156,17 +157,31 @@ class AgentRun:
         return self.output.decode(errors="replace")
 
 
-def _exec(container: Any, argv: list[str], *, env: dict[str, str] | None = None,
-          workdir: str = "/testbed", user: str = f"{AGENT_UID}:{AGENT_UID}") -> tuple[int, bytes]:
+def _exec(
+    container: Any,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    workdir: str = "/testbed",
+    user: str = f"{AGENT_UID}:{AGENT_UID}",
+) -> tuple[int, bytes]:
     code, out = container.exec_run(argv, environment=env or {}, workdir=workdir, user=user)
     return int(code), bytes(out)
 
 
-def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
-              repo_files: dict[str, str], *, model: str, args: list[str] | None = None,
-              problem: str = "Fix add() in src/calc.py.",
-              command: list[str] | None = None,
-              tweak: Callable[[Invocation], Invocation] | None = None) -> AgentRun:
+def run_agent(
+    client: Any,
+    pack: Pack | None,
+    adapter_name: str,
+    script: Script,
+    repo_files: dict[str, str],
+    *,
+    model: str,
+    args: list[str] | None = None,
+    problem: str = "Fix add() in src/calc.py.",
+    command: list[str] | None = None,
+    tweak: Callable[[Invocation], Invocation] | None = None,
+) -> AgentRun:
     """One attempt, the way the runner will make it: real CLI, no network, scripted model."""
     adapter = get_adapter(adapter_name)
     sockdir = Path(tempfile.mkdtemp(prefix="ek-gw-", dir="/tmp"))
@@ -176,22 +191,46 @@ def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
     if pack is not None:
         volumes[str(pack.path)] = {"bind": PACK_MOUNT, "mode": "ro"}
     container = client.containers.run(
-        BASE_IMAGE, ["sleep", "infinity"], detach=True, network_mode="none",
-        user=f"{AGENT_UID}:{AGENT_UID}", cap_drop=["ALL"], security_opt=["no-new-privileges"],
-        mem_limit="4g", pids_limit=1024, tmpfs={"/tmp": "rw,nosuid,size=1g"},
-        environment={}, volumes=volumes, labels={"evalkit.test": "agents"},
+        BASE_IMAGE,
+        ["sleep", "infinity"],
+        detach=True,
+        network_mode="none",
+        user=f"{AGENT_UID}:{AGENT_UID}",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit="4g",
+        pids_limit=1024,
+        tmpfs={"/tmp": "rw,nosuid,size=1g"},
+        environment={},
+        volumes=volumes,
+        labels={"evalkit.test": "agents"},
     )
     try:
         tar, base = repo_tar(repo_files)
         container.put_archive("/", tar)
         container.put_archive("/", lib_tar())
         container.put_archive("/", _problem_tar(problem))
-        container.exec_run(["/usr/bin/python3", "/evalkit/lib/forward.py", "127.0.0.1:4000",
-                            "/evalkit/gateway/model.sock"], detach=True,
-                           user=f"{AGENT_UID}:{AGENT_UID}")
-        ctx = AgentContext(problem=problem, model=model, base_url=BASE_URL, api_key="sk-evalkit-dummy",
-                           args=args or [], home=HOME, workdir="/testbed", pack_dir=PACK_MOUNT,
-                           command=command)
+        container.exec_run(
+            [
+                "/usr/bin/python3",
+                "/evalkit/lib/forward.py",
+                "127.0.0.1:4000",
+                "/evalkit/gateway/model.sock",
+            ],
+            detach=True,
+            user=f"{AGENT_UID}:{AGENT_UID}",
+        )
+        ctx = AgentContext(
+            problem=problem,
+            model=model,
+            base_url=BASE_URL,
+            api_key="sk-evalkit-dummy",
+            args=args or [],
+            home=HOME,
+            workdir="/testbed",
+            pack_dir=PACK_MOUNT,
+            command=command,
+        )
         inv: Invocation = adapter.invocation(ctx)
         if tweak is not None:  # only the positive controls of the attack tests use this
             inv = tweak(inv)
@@ -208,8 +247,9 @@ def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
             "EVALKIT_MODEL_API_KEY": "sk-evalkit-dummy",
         }
         start = time.monotonic()
-        code, output = _exec(container, ["timeout", "-k", "5", str(AGENT_TIMEOUT_S), *inv.argv],
-                             env=env)
+        code, output = _exec(
+            container, ["timeout", "-k", "5", str(AGENT_TIMEOUT_S), *inv.argv], env=env
+        )
         duration = time.monotonic() - start
         collected = {}
         for path in adapter.files_to_collect():
@@ -218,12 +258,23 @@ def run_agent(client: Any, pack: Pack | None, adapter_name: str, script: Script,
                 collected[path] = data
         c, claim_raw = _exec(container, ["cat", CLAIM_FILE])
         excludes = " ".join(shlex.quote(f":(exclude){g}") for g in adapter.diff_excludes)
-        _, diff = _exec(container, ["sh", "-c", f"git add -A -- . {excludes} >/dev/null && "
-                                    f"git diff --cached {base}"], env={"HOME": HOME})
+        _, diff = _exec(
+            container,
+            ["sh", "-c", f"git add -A -- . {excludes} >/dev/null && git diff --cached {base}"],
+            env={"HOME": HOME},
+        )
         _, found = _exec(container, ["sh", "-c", "find /tmp /testbed -name 'pwned*' 2>/dev/null"])
-        return AgentRun(adapter_name, code, output, collected, claim_raw if c == 0 else None,
-                        diff.decode(errors="replace"), list(server.requests), duration,
-                        found.decode().split())
+        return AgentRun(
+            adapter_name,
+            code,
+            output,
+            collected,
+            claim_raw if c == 0 else None,
+            diff.decode(errors="replace"),
+            list(server.requests),
+            duration,
+            found.decode().split(),
+        )
     finally:
         container.remove(force=True)
         server.close()
@@ -275,8 +326,10 @@ def build_pack(adapter: str, cache: Path, client: Any) -> Pack:
     assert spec is not None
     start = time.monotonic()
     pack = ensure_pack(spec, cache_dir=cache, client=client, log=lambda m: print(m, flush=True))
-    print(f"[timing] pack {adapter}: {time.monotonic() - start:.1f}s "
-          f"(build {pack.manifest().build_seconds:.1f}s when first made)")
+    print(
+        f"[timing] pack {adapter}: {time.monotonic() - start:.1f}s "
+        f"(build {pack.manifest().build_seconds:.1f}s when first made)"
+    )
     return pack
 
 
