@@ -27,7 +27,7 @@ fresh ``HOME``, and none of the repository's own agent configuration:
   persisted trust, which the fresh CODEX_HOME never has. Codex's own sandbox (bubblewrap) does
   not work inside an unprivileged container, hence the bypass. Claim: the last turn event,
   ``turn.completed`` = claims resolved, ``turn.failed`` = not.
-- ``mini-swe-agent``: ``mini -y --exit-immediately -t PROMPT -m openai/<model> -o <traj>`` with
+- ``mini-swe-agent``: ``mini -y --exit-immediately --task=PROMPT -m openai/<model> -o <traj>`` with
   litellm pointed at ``<base_url>/v1``, the setup wizard, price-map download and cost errors off.
   Claim: the trajectory's ``info.exit_status == "Submitted"``.
 - ``aider``: one ``--message-file`` turn, ``--yes-always``, no commits, no update check, no
@@ -192,7 +192,6 @@ class ClaudeCode:
         argv = [
             f"{ctx.pack_dir}/bin/claude",
             "-p",
-            ctx.problem + CLAIM_INSTRUCTION,
             "--output-format",
             "stream-json",
             "--verbose",
@@ -206,6 +205,9 @@ class ClaudeCode:
             "--model",
             ctx.model,
             *ctx.args,
+            # "--": a problem statement that starts with "-" is still the prompt, not a flag.
+            "--",
+            ctx.problem + CLAIM_INSTRUCTION,
         ]
         env = _base_env(ctx) | {
             "ANTHROPIC_BASE_URL": ctx.base_url,
@@ -339,8 +341,8 @@ class MiniSweAgent:
             "-o",
             MINI_TRAJECTORY,
             *ctx.args,
-            "-t",
-            ctx.problem + CLAIM_INSTRUCTION,
+            # One token with "=": a problem statement starting with "-" cannot become a flag.
+            f"--task={ctx.problem}{CLAIM_INSTRUCTION}",
         ]
         base = ctx.base_url.rstrip("/")
         env = _base_env(ctx) | {

@@ -62,7 +62,6 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -768,13 +767,6 @@ def _make_handler(server: ScriptedModelServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _wait_forever() -> Iterator[None]:  # pragma: no cover - interactive use
-    with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(3600)
-            yield
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evalkit.bakeoff.scripted",
@@ -796,9 +788,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     where_ = args.unix_socket or server.base_url
     print(f"scripted model server on {where_} ({len(script.steps)} steps)", flush=True)
-    with server:
-        for _ in _wait_forever():
-            pass
+    with server, contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
     return 0
 
 

@@ -37,6 +37,8 @@ CLAIM_FILE = "/tmp/evalkit/claim.json"
 PROBLEM_FILE = "/evalkit/problem.md"
 BASE_URL = "http://127.0.0.1:4000"
 AGENT_TIMEOUT_S = 240
+# Starts like a flag: a CLI that parsed the problem statement as options would fail the run.
+PROBLEM = "--help\n- Fix add() in src/calc.py: it subtracts."
 
 # --- test scaffolding: TCP -> Unix socket forwarder (the gateway helper ships the real one) ---
 FORWARDER = r"""
@@ -178,7 +180,7 @@ def run_agent(
     *,
     model: str,
     args: list[str] | None = None,
-    problem: str = "Fix add() in src/calc.py.",
+    problem: str = PROBLEM,
     command: list[str] | None = None,
     tweak: Callable[[Invocation], Invocation] | None = None,
 ) -> AgentRun:

@@ -193,6 +193,16 @@ def test_codex_config_points_at_the_gateway_over_responses() -> None:
     assert inv.argv[-2] == "--" and inv.argv[-1].startswith("--dangerously-do-things")
 
 
+def test_problem_cannot_become_a_flag_for_any_cli() -> None:
+    ctx = CTX._replace(problem="--help")
+    claude = get_adapter("claude-code").invocation(ctx).argv
+    assert claude[-2] == "--" and claude[-1].startswith("--help")
+    mini = get_adapter("mini-swe-agent").invocation(ctx).argv
+    assert mini[-1].startswith("--task=--help") and "--help" not in mini
+    aider = get_adapter("aider").invocation(ctx)
+    assert "--help" not in aider.argv and aider.files[AIDER_PROMPT] == b"--help"
+
+
 def test_aider_invocation_pins_everything_that_could_run_code() -> None:
     inv = get_adapter("aider").invocation(CTX)
     for flag in (

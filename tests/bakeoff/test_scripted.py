@@ -188,7 +188,9 @@ def test_plan_uses_the_tools_each_cli_offers() -> None:
 
 # --- the Anthropic Messages dialect ---
 
-TOOLS: list[dict[str, Any]] = [{"name": n, "input_schema": {}} for n in ("Bash", "Read", "Write", "Edit")]
+TOOLS: list[dict[str, Any]] = [
+    {"name": n, "input_schema": {}} for n in ("Bash", "Read", "Write", "Edit")
+]
 
 
 def test_anthropic_stream_is_a_tool_call_with_usage(server: ScriptedModelServer) -> None:
