@@ -462,3 +462,30 @@ def test_command_agent_cannot_touch_the_pack_or_the_gateway(
     assert run.exit_code == 0, run.text()
     assert run.adapter_claim() == Claim(True, "exit_code")
     assert "+++ b/FIX.txt" in run.diff
+
+
+@pytest.mark.docker
+@pytest.mark.agents
+def test_real_cli_counts_the_usage_the_server_reported(cli_run: AgentRun) -> None:
+    """What a gateway counts from the replies is what the CLI itself accounted."""
+    calls = len(cli_run.requests)
+    per_call = SCRIPT.usage.input_tokens
+    events = []
+    for line in cli_run.output.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # stderr is interleaved
+    events = [e for e in events if isinstance(e, dict)]
+    if cli_run.adapter == "claude-code":
+        result = next(e for e in reversed(events) if e.get("type") == "result")
+        assert result["usage"]["input_tokens"] == calls * per_call
+        assert result["num_turns"] == calls
+    elif cli_run.adapter == "codex":
+        done = [e for e in events if e.get("type") == "turn.completed"]
+        assert sum(e["usage"]["input_tokens"] for e in done) == calls * per_call
+    elif cli_run.adapter == "mini-swe-agent":
+        traj = json.loads(cli_run.collected[MINI_TRAJECTORY])
+        assert traj["info"]["model_stats"]["api_calls"] == calls
+    else:
+        assert "Tokens: " in cli_run.text()  # aider only prints a rounded figure
