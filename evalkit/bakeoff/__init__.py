@@ -1,0 +1,1 @@
+"""Bake-offs: real coding agents in locked-down sandboxes, graded by evalkit."""
