@@ -93,11 +93,19 @@ def anthropic_stream(cut: bool = False) -> list[bytes]:
         ),
         sse(
             "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hel"},
+            },
         ),
         sse(
             "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "lo"},
+            },
         ),
         sse(
             "content_block_start",
@@ -135,7 +143,11 @@ def anthropic_stream(cut: bool = False) -> list[bytes]:
 
 def chat_stream(include_usage: bool) -> list[bytes]:
     chunks = [
-        {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}],
+        },
         {
             "id": "c1",
             "object": "chat.completion.chunk",
@@ -144,7 +156,11 @@ def chat_stream(include_usage: bool) -> list[bytes]:
                     "index": 0,
                     "delta": {
                         "tool_calls": [
-                            {"index": 0, "id": "call_1", "function": {"name": "bash", "arguments": '{"cmd":'}}
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "function": {"name": "bash", "arguments": '{"cmd":'},
+                            }
                         ]
                     },
                 }
@@ -169,7 +185,11 @@ def chat_stream(include_usage: bool) -> list[bytes]:
             "completion_tokens": O_OUT,
             "prompt_tokens_details": {"cached_tokens": O_CACHED},
         }
-        out.append(sse(None, {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+        out.append(
+            sse(
+                None, {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            )
+        )
     out.append(sse(None, "[DONE]"))
     return out
 
@@ -179,7 +199,13 @@ def responses_stream() -> list[bytes]:
         "id": "resp_1",
         "object": "response",
         "status": "completed",
-        "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}],
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "ok"}],
+            }
+        ],
         "usage": {
             "input_tokens": O_IN,
             "output_tokens": O_OUT,
@@ -188,7 +214,10 @@ def responses_stream() -> list[bytes]:
         },
     }
     return [
-        sse("response.created", {"type": "response.created", "response": {**response, "usage": None}}),
+        sse(
+            "response.created",
+            {"type": "response.created", "response": {**response, "usage": None}},
+        ),
         sse("response.output_text.delta", {"type": "response.output_text.delta", "delta": "ok"}),
         sse("response.completed", {"type": "response.completed", "response": response}),
     ]
@@ -197,7 +226,7 @@ def responses_stream() -> list[bytes]:
 class FakeProvider:
     """Answers like Anthropic and OpenAI would, and remembers every request it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.seen: list[Seen] = []
         self.release = threading.Event()  # for the "hold" scenario
         provider = self
@@ -221,7 +250,7 @@ class FakeProvider:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -237,7 +266,14 @@ class FakeProvider:
         path = h.path.partition("?")[0]
         if scenario == "echo_key":
             key = h.headers.get("x-api-key") or h.headers.get("Authorization", "")
-            self.json(h, 401, {"type": "error", "error": {"type": "authentication_error", "message": f"bad key {key}"}})
+            self.json(
+                h,
+                401,
+                {
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": f"bad key {key}"},
+                },
+            )
             return
         if path.endswith("/v1/messages/count_tokens"):
             self.json(h, 200, {"input_tokens": 42})
@@ -251,15 +287,36 @@ class FakeProvider:
                     "cache_read_input_tokens": A_READ,
                     "output_tokens": A_OUT,
                 }
-                message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "hi"}], "usage": usage}
+                message = {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "hi"}],
+                    "usage": usage,
+                }
                 self.json(h, 200, message)
         elif path.endswith("/v1/chat/completions"):
             if body.get("stream"):
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
                 self.stream(h, chat_stream(include))
             else:
-                usage = {"prompt_tokens": O_IN, "completion_tokens": O_OUT, "prompt_tokens_details": {"cached_tokens": O_CACHED}}
-                self.json(h, 200, {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}], "usage": usage})
+                usage = {
+                    "prompt_tokens": O_IN,
+                    "completion_tokens": O_OUT,
+                    "prompt_tokens_details": {"cached_tokens": O_CACHED},
+                }
+                self.json(
+                    h,
+                    200,
+                    {
+                        "id": "c1",
+                        "object": "chat.completion",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "hi"}}
+                        ],
+                        "usage": usage,
+                    },
+                )
         elif path.endswith("/v1/responses"):
             self.stream(h, responses_stream())
         else:
@@ -326,7 +383,11 @@ def call(
     key: str | None = "x-api-key",
 ) -> tuple[int, http.client.HTTPResponse, bytes]:
     conn = UnixHTTPConnection(channel.socket_dir / SOCKET_NAME)
-    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    data = (
+        body
+        if isinstance(body, bytes)
+        else (json.dumps(body).encode() if body is not None else None)
+    )
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     if key == "x-api-key":
         all_headers["x-api-key"] = channel.api_key
@@ -376,13 +437,17 @@ def upstreams(provider: FakeProvider) -> dict[str, Upstream]:
     base = f"http://127.0.0.1:{provider.port}"
     return {
         "anthropic": Upstream("anthropic", base, ANTHROPIC_ENV, 5.0, 25.0),
-        "openai": Upstream("openai", base + "/v1", OPENAI_ENV, 1.25, 10.0, cache_read_per_mtok=0.125),
+        "openai": Upstream(
+            "openai", base + "/v1", OPENAI_ENV, 1.25, 10.0, cache_read_per_mtok=0.125
+        ),
         "scripted": Upstream("scripted", base, ANTHROPIC_ENV, 1.0, 2.0),
     }
 
 
 @pytest.fixture
-def gateway(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+def gateway(
+    provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Gateway]:
     monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
     monkeypatch.setenv(OPENAI_ENV, REAL_OPENAI)
     gw = Gateway(upstreams(provider), root=tmp_path / "gw")
@@ -414,7 +479,9 @@ MESSAGE = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", 
 # --- forwarding and metering ------------------------------------------------------------
 
 
-def test_anthropic_stream_is_forwarded_whole_and_metered(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_anthropic_stream_is_forwarded_whole_and_metered(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path)
     status, response, payload = call(channel, "/v1/messages?beta=true", {**MESSAGE, "stream": True})
     assert status == 200
@@ -439,12 +506,16 @@ def test_anthropic_stream_is_forwarded_whole_and_metered(gateway: Gateway, provi
     assert response_entry.cost_usd == pytest.approx(0.013)
 
 
-def test_stream_reaches_the_agent_event_by_event(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_stream_reaches_the_agent_event_by_event(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     # The provider sends message_start, then waits until the agent has seen it.
     channel = open_channel(gateway, tmp_path)
     conn = UnixHTTPConnection(channel.socket_dir / SOCKET_NAME, timeout=5)
     body = {**MESSAGE, "stream": True, "metadata": {"scenario": "hold"}}
-    conn.request("POST", "/v1/messages", body=json.dumps(body), headers={"x-api-key": channel.api_key})
+    conn.request(
+        "POST", "/v1/messages", body=json.dumps(body), headers={"x-api-key": channel.api_key}
+    )
     response = conn.getresponse()
     first = response.read1(65536)  # would time out if the gateway buffered the stream
     assert b"message_start" in first
@@ -453,7 +524,9 @@ def test_stream_reaches_the_agent_event_by_event(gateway: Gateway, provider: Fak
     assert first + rest == b"".join(anthropic_stream())
 
 
-def test_non_streamed_messages_and_count_tokens(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_non_streamed_messages_and_count_tokens(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path)
     status, _, payload = call(channel, "/v1/messages", MESSAGE)
     assert status == 200 and json.loads(payload)["content"][0]["text"] == "hi"
@@ -476,7 +549,11 @@ def test_openai_chat_usage_is_counted_even_when_the_agent_does_not_ask(
     assert json.loads(provider.seen[0].body)["stream_options"] == {"include_usage": True}
     assert all(e["choices"] for e in events) and payload.endswith(b"data: [DONE]\n\n")
     usage = channel.usage()
-    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (O_IN, O_OUT, O_CACHED)
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (
+        O_IN,
+        O_OUT,
+        O_CACHED,
+    )
     # (2000 - 500) x $1.25 + 500 x $0.125 + 300 x $10, per million
     assert usage.cost_usd == pytest.approx((1500 * 1.25 + 500 * 0.125 + 300 * 10) / 1e6)
 
@@ -485,17 +562,23 @@ def test_openai_chat_usage_is_counted_even_when_the_agent_does_not_ask(
     _, _, payload = call(channel, "/v1/chat/completions", asked, key="bearer")
     assert events_of(payload)[-1]["usage"]["prompt_tokens"] == O_IN
     # non-streamed
-    status, _, payload = call(channel, "/v1/chat/completions", {**chat, "stream": False}, key="bearer")
+    status, _, payload = call(
+        channel, "/v1/chat/completions", {**chat, "stream": False}, key="bearer"
+    )
     assert status == 200 and json.loads(payload)["usage"]["completion_tokens"] == O_OUT
     assert channel.usage().model_calls == 3
     assert channel.usage().output_tokens == 3 * O_OUT
     assert provider.seen[0].path == "/v1/chat/completions"  # base_url's /v1 is not doubled
 
     entries = [e for e in read_transcript(channel.transcript) if isinstance(e, TranscriptResponse)]
-    assert entries[0].assembled["tool_calls"] == [{"id": "call_1", "name": "bash", "arguments": '{"cmd":"ls"}'}]
+    assert entries[0].assembled["tool_calls"] == [
+        {"id": "call_1", "name": "bash", "arguments": '{"cmd":"ls"}'}
+    ]
 
 
-def test_openai_responses_stream_usage(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_openai_responses_stream_usage(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path, "openai")
     body = {"model": "gpt-x", "input": "hi", "stream": True}
     status, _, payload = call(channel, "/v1/responses", body, key="bearer")
@@ -509,19 +592,29 @@ def test_cost_arithmetic_defaults_and_overrides() -> None:
     up = Upstream("a", "https://api.anthropic.com", "K", 3.0, 15.0)
     assert call_cost(up, "messages", CallUsage(1_000_000, 0)) == pytest.approx(3.0)
     assert call_cost(up, "messages", CallUsage(0, 1_000_000)) == pytest.approx(15.0)
-    assert call_cost(up, "messages", CallUsage(1_000_000, 0, cache_read_tokens=1_000_000)) == pytest.approx(0.3)
-    assert call_cost(up, "messages", CallUsage(1_000_000, 0, cache_write_tokens=1_000_000)) == pytest.approx(3.75)
+    assert call_cost(
+        up, "messages", CallUsage(1_000_000, 0, cache_read_tokens=1_000_000)
+    ) == pytest.approx(0.3)
+    assert call_cost(
+        up, "messages", CallUsage(1_000_000, 0, cache_write_tokens=1_000_000)
+    ) == pytest.approx(3.75)
     priced = up._replace(cache_read_per_mtok=1.0, cache_write_per_mtok=2.0)
     both = CallUsage(3_000_000, 0, cache_read_tokens=1_000_000, cache_write_tokens=1_000_000)
     assert call_cost(priced, "messages", both) == pytest.approx(3.0 + 1.0 + 2.0)
-    assert call_cost(up, "chat", CallUsage(1_000_000, 0, cache_read_tokens=500_000)) == pytest.approx(3.0)
+    assert call_cost(
+        up, "chat", CallUsage(1_000_000, 0, cache_read_tokens=500_000)
+    ) == pytest.approx(3.0)
     assert call_cost(up, "count_tokens", CallUsage(1_000_000, 0)) == 0.0
 
 
-def test_a_cut_stream_is_charged_by_estimate(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_a_cut_stream_is_charged_by_estimate(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     # No message_delta ever comes: the output tokens are unknown, so bytes stand in.
     channel = open_channel(gateway, tmp_path)
-    status, _, payload = call(channel, "/v1/messages", {**MESSAGE, "stream": True, "metadata": {"scenario": "cut"}})
+    status, _, payload = call(
+        channel, "/v1/messages", {**MESSAGE, "stream": True, "metadata": {"scenario": "cut"}}
+    )
     assert status == 200
     usage = channel.usage()
     assert usage.estimated_calls == 1
@@ -532,7 +625,9 @@ def test_a_cut_stream_is_charged_by_estimate(gateway: Gateway, provider: FakePro
 # --- keys -------------------------------------------------------------------------------
 
 
-def test_real_key_goes_upstream_and_nowhere_else(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_real_key_goes_upstream_and_nowhere_else(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     a = open_channel(gateway, tmp_path, "anthropic", attempt="a")
     o = open_channel(gateway, tmp_path, "openai", attempt="o")
     assert call(a, "/v1/messages", {**MESSAGE, "stream": True}, key="bearer")[0] == 200
@@ -540,7 +635,10 @@ def test_real_key_goes_upstream_and_nowhere_else(gateway: Gateway, provider: Fak
     a_seen, o_seen = provider.seen
     # each provider gets its real key in its own header, whatever the agent used
     assert a_seen.header("x-api-key") == [REAL_ANTHROPIC] and a_seen.header("Authorization") == []
-    assert o_seen.header("Authorization") == [f"Bearer {REAL_OPENAI}"] and o_seen.header("x-api-key") == []
+    assert (
+        o_seen.header("Authorization") == [f"Bearer {REAL_OPENAI}"]
+        and o_seen.header("x-api-key") == []
+    )
     for seen, channel in ((a_seen, a), (o_seen, o)):
         assert channel.api_key not in json.dumps(seen.headers) + seen.body.decode()
         assert seen.header("Host") == [f"127.0.0.1:{provider.port}"]
@@ -552,18 +650,26 @@ def test_real_key_goes_upstream_and_nowhere_else(gateway: Gateway, provider: Fak
         assert REAL_ANTHROPIC not in text and REAL_OPENAI not in text
         assert channel.api_key not in text  # auth headers are redacted
         assert '"[redacted]"' in text
-    assert not any(REAL_ANTHROPIC in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    assert not any(
+        REAL_ANTHROPIC in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
+    )
 
 
-def test_missing_key_variable_is_a_usage_error(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_key_variable_is_a_usage_error(
+    provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(ANTHROPIC_ENV, raising=False)
     gw = Gateway(upstreams(provider), root=tmp_path / "gw")
     with pytest.raises(UsageError, match=ANTHROPIC_ENV):
-        gw.open_attempt("x", "anthropic", budget_usd=1, deadline=time.time() + 60, transcript=tmp_path / "t")
+        gw.open_attempt(
+            "x", "anthropic", budget_usd=1, deadline=time.time() + 60, transcript=tmp_path / "t"
+        )
     with pytest.raises(UsageError, match=ANTHROPIC_ENV):
         gw.check_keys()
     with pytest.raises(UsageError, match="unknown upstream 'nope'"):
-        gw.open_attempt("x", "nope", budget_usd=1, deadline=time.time() + 60, transcript=tmp_path / "t")
+        gw.open_attempt(
+            "x", "nope", budget_usd=1, deadline=time.time() + 60, transcript=tmp_path / "t"
+        )
     with pytest.raises(UsageError, match=r"models\.bad\.base_url"):
         Gateway({"bad": Upstream("bad", "ftp://x", "K", 1, 1)}, root=tmp_path)
     gw.close()
@@ -593,7 +699,9 @@ def test_budget_refuses_the_next_call_in_the_provider_format(
     assert status == 402 and json.loads(payload)["error"]["code"] == "budget_exceeded"
 
 
-def test_deadline_refuses_calls_after_it(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_deadline_refuses_calls_after_it(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path, deadline=time.time() + 0.5)
     assert call(channel, "/v1/messages", MESSAGE)[0] == 200
     time.sleep(0.6)
@@ -631,7 +739,9 @@ def test_everything_but_model_calls_is_refused_and_logged(
         if spec.get("key", "x-api-key") == "x-api-key":
             headers["x-api-key"] = channel.api_key
         skip_host = "Host" in headers
-        conn.putrequest(spec.get("method", "POST"), spec.get("path", "/v1/messages"), skip_host=skip_host)
+        conn.putrequest(
+            spec.get("method", "POST"), spec.get("path", "/v1/messages"), skip_host=skip_host
+        )
         data = json.dumps(MESSAGE).encode()
         for k, v in {**headers, "Content-Length": str(len(data))}.items():
             conn.putheader(k, v)
@@ -641,7 +751,9 @@ def test_everything_but_model_calls_is_refused_and_logged(
         assert response.status == expected, name
         conn.close()
     # CONNECT: a tunnel request
-    reply = raw_exchange(channel, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    reply = raw_exchange(
+        channel, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 405")
 
     assert provider.seen == []  # nothing reached the upstream
@@ -652,17 +764,27 @@ def test_everything_but_model_calls_is_refused_and_logged(
     assert any(r.path_or_host == "example.com:443" for r in refused)
     assert channel.usage().model_calls == 0
     # refused requests are in the transcript too, for the canary scan
-    assert sum(1 for e in read_transcript(channel.transcript) if isinstance(e, TranscriptRequest) and e.refused) == len(refused)
+    assert sum(
+        1
+        for e in read_transcript(channel.transcript)
+        if isinstance(e, TranscriptRequest) and e.refused
+    ) == len(refused)
 
 
-def test_head_preflight_is_answered_without_the_upstream(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_head_preflight_is_answered_without_the_upstream(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path)
     status, _, payload = call(channel, "/api/hello", method="HEAD", key=None)
     assert status == 200 and payload == b""
-    assert provider.seen == [] and channel.usage().refused == [] and channel.usage().model_calls == 0
+    assert (
+        provider.seen == [] and channel.usage().refused == [] and channel.usage().model_calls == 0
+    )
 
 
-def test_scripted_upstream_accepts_both_families(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_scripted_upstream_accepts_both_families(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     # an upstream of no known kind (a local scripted server): every model path, key as sent
     channel = open_channel(gateway, tmp_path, "scripted")
     assert call(channel, "/v1/messages", MESSAGE)[0] == 200
@@ -675,16 +797,21 @@ def test_scripted_upstream_accepts_both_families(gateway: Gateway, provider: Fak
 # --- robustness and isolation -----------------------------------------------------------
 
 
-def test_malformed_http_breaks_only_its_own_connection(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+POST = b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:4000\r\n"
+
+
+def test_malformed_http_breaks_only_its_own_connection(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     a = open_channel(gateway, tmp_path, attempt="a")
     b = open_channel(gateway, tmp_path, attempt="b")
     junk = [
         b"\x00\xff\xfe garbage\r\n\r\n",
         b"GET / HTTP/9.9\r\n\r\n",
         b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
-        b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        POST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nshort",
-        b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"POST /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n",
         b"POST /v1/messages HTTP/1.1\r\n" + b"X-H: v\r\n" * 200 + b"\r\n",
         b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"v" * 70000 + b"\r\n\r\n",
@@ -699,7 +826,9 @@ def test_malformed_http_breaks_only_its_own_connection(gateway: Gateway, provide
     assert len(provider.seen) == 2
 
 
-def test_request_bodies_are_capped(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_request_bodies_are_capped(
+    provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
     with Gateway(upstreams(provider), root=tmp_path / "gw", max_request_bytes=1000) as gw:
         channel = open_channel(gw, tmp_path)
@@ -709,13 +838,18 @@ def test_request_bodies_are_capped(provider: FakeProvider, tmp_path: Path, monke
         # chunked bodies are capped as well
         reply = raw_exchange(
             channel,
-            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"800\r\n" + b"x" * 2048 + b"\r\n0\r\n\r\n",
+            POST
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"800\r\n"
+            + b"x" * 2048
+            + b"\r\n0\r\n\r\n",
         )
         assert reply.startswith(b"HTTP/1.1 413")
 
 
-def test_chunked_request_bodies_are_forwarded(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_chunked_request_bodies_are_forwarded(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path)
     data = json.dumps(MESSAGE).encode()
     half = len(data) // 2
@@ -761,7 +895,9 @@ def test_attempts_are_isolated(gateway: Gateway, provider: FakeProvider, tmp_pat
     assert a.transcript != b.transcript
 
 
-def test_requests_text_yields_every_request_body(gateway: Gateway, provider: FakeProvider, tmp_path: Path) -> None:
+def test_requests_text_yields_every_request_body(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
     channel = open_channel(gateway, tmp_path)
     call(channel, "/v1/messages", {**MESSAGE, "canary": "CANARY-1"})
     call(channel, "/v1/not-a-model", {"canary": "CANARY-2"})  # refused, still seen
@@ -790,7 +926,9 @@ def test_socket_is_connectable_by_other_users_and_removed_on_close(
         open_channel(gateway, tmp_path, attempt="late")
 
 
-def test_long_root_paths_still_bind(provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_root_paths_still_bind(
+    provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     with Gateway(upstreams(provider), root=deep) as gw:
@@ -799,7 +937,9 @@ def test_long_root_paths_still_bind(provider: FakeProvider, tmp_path: Path, monk
         assert call(channel, "/v1/messages", MESSAGE)[0] == 200
 
 
-def test_unreachable_upstream_is_a_502_in_the_provider_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_upstream_is_a_502_in_the_provider_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
