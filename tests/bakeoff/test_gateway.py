@@ -957,3 +957,44 @@ def test_transcript_readers_check_the_schema_version(tmp_path: Path) -> None:
     path.write_text(json.dumps({"schema_version": 99, "kind": "request"}) + "\n")
     with pytest.raises(UsageError, match=r"t\.jsonl:1: .*schema_version 99"):
         list(read_transcript(path))
+
+
+def test_gateway_in_front_of_the_scripted_model_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package's scripted server (from the agents work) as the upstream, on loopback,
+    # exactly as a real provider would be used: all three dialects, metered from its usage.
+    scripted = pytest.importorskip("evalkit.bakeoff.scripted")
+    script = scripted.parse_script(
+        {
+            "schema_version": 1,
+            "steps": [{"final": "done"}],
+            "usage": {"input_tokens": 1000, "output_tokens": 200},
+        }
+    )
+    monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
+    with scripted.ScriptedModelServer(script) as server:
+        up = {"scripted": Upstream("scripted", server.base_url, ANTHROPIC_ENV, 3.0, 15.0)}
+        with Gateway(up, root=tmp_path / "gw") as gw:
+            channel = open_channel(gw, tmp_path, "scripted")
+            user = [{"role": "user", "content": "fix it"}]
+            status, _, payload = call(
+                channel, "/v1/messages?beta=true", {"model": "m", "messages": user, "stream": True}
+            )
+            assert status == 200 and b"message_stop" in payload
+            status, _, payload = call(
+                channel,
+                "/v1/responses",
+                {"model": "m", "input": user, "stream": True},
+                key="bearer",
+            )
+            assert status == 200 and b"response.completed" in payload
+            status, _, payload = call(
+                channel, "/v1/chat/completions", {"model": "m", "messages": user}, key="bearer"
+            )
+            assert status == 200 and json.loads(payload)["choices"]
+            usage = channel.close()
+    assert usage.model_calls == 3 and usage.estimated_calls == 0
+    assert (usage.input_tokens, usage.output_tokens) == (3000, 600)
+    assert usage.cost_usd == pytest.approx(3 * (1000 * 3.0 + 200 * 15.0) / 1e6)
+    assert len(server.model_calls()) == 3
