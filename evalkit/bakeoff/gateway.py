@@ -299,6 +299,7 @@ def usage_from_payload(api: Api, raw: dict[str, Any]) -> CallUsage:
     return CallUsage(_count(raw.get("input_tokens")), _count(raw.get("output_tokens")), cached)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is the one allowed
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
@@ -491,6 +492,14 @@ def _inject_include_usage(body: bytes) -> bytes | None:
         "include_usage": True,
     }
     return json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _asks_background(body: bytes) -> bool:
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(request, dict) and bool(request.get("background"))
 
 
 def _estimate(request_bytes: int, response_bytes: int, seen: CallUsage) -> CallUsage:
@@ -820,6 +829,8 @@ class Channel:
             raise _Refused(400, "invalid_request", "missing or repeated Host header", str(host))
         if _host_only(host) not in LOOPBACK_HOSTS:
             raise _Refused(421, "invalid_request", "Host header points elsewhere", host)
+        if any(_CONTROL.search(f"{k}{v}") for k, v in handler.headers.items()):
+            raise _Refused(400, "invalid_request", "control characters in a header", target)
         if method == "HEAD":
             return None  # connectivity preflight (Claude Code's HEAD /api/hello)
         if not self._key_ok(handler):
@@ -863,6 +874,11 @@ class Channel:
                 status = 413 if "over" in problem else 400
                 raise _Refused(status, "invalid_request", problem, target, close=True)
             api = self._check(handler, path, query)
+            if api == "responses" and _asks_background(body):
+                # runs on after the call returns, billed but never metered: refused
+                raise _Refused(
+                    400, "invalid_request", "background responses are not allowed", target
+                )
         except _Refused as refused:
             self._log_request(seq, handler, body, refused=refused.reason)
             self._refusal(method, refused.what, refused.reason)
@@ -1018,7 +1034,7 @@ class Channel:
             headers = [
                 (k, v)
                 for k, v in response.getheaders()
-                if k.lower() not in HOP_BY_HOP | {"content-length", "set-cookie"}
+                if k.lower() not in HOP_BY_HOP | {"content-length", "set-cookie", "server", "date"}
             ]
             record.headers = headers
             streamed = "text/event-stream" in (response.getheader("Content-Type") or "").lower()

@@ -771,6 +771,30 @@ def test_everything_but_model_calls_is_refused_and_logged(
     ) == len(refused)
 
 
+def test_unmeterable_requests_are_refused(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
+    channel = open_channel(gateway, tmp_path, "openai")
+    # a background response keeps generating after the call returns: billed, never metered
+    status, _, payload = call(
+        channel, "/v1/responses", {"input": "x", "background": True}, key="bearer"
+    )
+    assert status == 400 and "background" in json.loads(payload)["error"]["message"]
+    # control characters in a header (smuggling material) never go upstream
+    reply = raw_exchange(
+        channel,
+        b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {channel.api_key}\r\nX-Evil: a\x00b\r\n".encode()
+        + b"Content-Length: 2\r\n\r\n{}",
+    )
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert provider.seen == []
+    assert [r.reason for r in channel.usage().refused] == [
+        "background responses are not allowed",
+        "control characters in a header",
+    ]
+
+
 def test_head_preflight_is_answered_without_the_upstream(
     gateway: Gateway, provider: FakeProvider, tmp_path: Path
 ) -> None:
