@@ -55,6 +55,11 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest non-streamed upstream response buffered (streams are not buffered)."""
 TRANSCRIPT_BODY_CAP = 1024 * 1024
 """Response bytes kept per call in the transcript; requests are kept whole."""
+REFUSED_BODY_CAP = 64 * 1024
+"""Bytes of a refused request's body kept in the transcript (it never left the host)."""
+MAX_TRANSCRIPT_BYTES = 1024 * 1024 * 1024
+"""Past this, refused requests are logged without bodies (forwarded ones cost money)."""
+MAX_REFUSALS_KEPT = 1000
 MAX_CONNECTIONS = 32
 """Concurrent connections per attempt, so one agent cannot starve the others of threads."""
 IDLE_TIMEOUT_S = 300.0
@@ -144,6 +149,7 @@ class Usage(BaseModel):
     deadline_exceeded: bool = False  # a call was refused because the deadline had passed
     estimated_calls: int = 0  # successful calls without usage: tokens estimated from bytes
     refused: list[Refusal] = Field(default_factory=list)
+    refusals_dropped: int = 0  # refusals past MAX_REFUSALS_KEPT, counted only
 
 
 class CallUsage(NamedTuple):
@@ -166,6 +172,7 @@ class TranscriptRequest(BaseModel):
     headers: list[tuple[str, str]]
     body: str  # UTF-8, undecodable bytes replaced
     body_bytes: int
+    body_truncated: bool = False
     refused: str | None = None  # the reason, when not forwarded
 
 
@@ -721,6 +728,7 @@ class Channel:
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
         self._conns: set[http.client.HTTPConnection] = set()
+        self._written = 0  # transcript bytes this channel appended
 
         transcript.parent.mkdir(parents=True, exist_ok=True)
         self._server = self._bind(socket_dir / SOCKET_NAME)
@@ -798,7 +806,10 @@ class Channel:
     def _refusal(self, method: str, what: str, reason: str) -> None:
         refusal = Refusal(when=time.time(), method=method, path_or_host=what[:500], reason=reason)
         with self._lock:
-            self._usage.refused.append(refusal)
+            if len(self._usage.refused) < MAX_REFUSALS_KEPT:
+                self._usage.refused.append(refusal)
+            else:  # an agent hammering the gateway must not grow our memory
+                self._usage.refusals_dropped += 1
 
     def _style(self, path: str) -> Literal["anthropic", "openai"]:
         if self._kind != "any":
@@ -1142,6 +1153,10 @@ class Channel:
             (k, REDACTED if k.lower() in CREDENTIAL_HEADERS else v)
             for k, v in handler.headers.items()
         ]
+        kept = body
+        if refused is not None:
+            full = self._written > self._gateway.max_transcript_bytes
+            kept = b"" if full else body[:REFUSED_BODY_CAP]
         self._append(
             TranscriptRequest(
                 attempt_id=self.attempt_id,
@@ -1150,8 +1165,9 @@ class Channel:
                 method=handler.command or "",
                 target=handler.path or "",
                 headers=headers,
-                body=self._scrub(body).decode("utf-8", "replace"),
+                body=self._scrub(kept).decode("utf-8", "replace"),
                 body_bytes=len(body),
+                body_truncated=len(kept) < len(body),
                 refused=refused,
             )
         )
@@ -1171,6 +1187,7 @@ class Channel:
                     view = view[written:]
             finally:
                 os.close(fd)
+            self._written += len(line)
 
 
 class Gateway:
@@ -1183,6 +1200,7 @@ class Gateway:
         root: Path,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_transcript_bytes: int = MAX_TRANSCRIPT_BYTES,
     ):
         for name, upstream in upstreams.items():
             parts = urlsplit(upstream.base_url)
@@ -1200,6 +1218,7 @@ class Gateway:
         self.root = root
         self.max_request_bytes = max_request_bytes
         self.max_response_bytes = max_response_bytes
+        self.max_transcript_bytes = max_transcript_bytes
         self._channels: dict[str, Channel] = {}
         self._lock = threading.Lock()
         self._closed = False

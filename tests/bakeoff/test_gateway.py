@@ -252,6 +252,7 @@ class FakeProvider:
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -871,6 +872,24 @@ def test_request_bodies_are_capped(
         assert reply.startswith(b"HTTP/1.1 413")
 
 
+def test_refusal_spam_is_bounded(
+    provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
+    with Gateway(upstreams(provider), root=tmp_path / "gw", max_transcript_bytes=200_000) as gw:
+        channel = open_channel(gw, tmp_path)
+        big = {"pad": "x" * 100_000}
+        for _ in range(5):
+            assert call(channel, "/v1/nope", big)[0] == 404
+        entries = [
+            e for e in read_transcript(channel.transcript) if isinstance(e, TranscriptRequest)
+        ]
+        assert all(e.body_truncated and len(e.body) <= 64 * 1024 for e in entries)
+        assert entries[-1].body == ""  # past the transcript cap: no body at all
+        assert channel.transcript.stat().st_size < 400_000
+        assert len(channel.usage().refused) == 5
+
+
 def test_chunked_request_bodies_are_forwarded(
     gateway: Gateway, provider: FakeProvider, tmp_path: Path
 ) -> None:
@@ -1022,3 +1041,24 @@ def test_gateway_in_front_of_the_scripted_model_server(
     assert (usage.input_tokens, usage.output_tokens) == (3000, 600)
     assert usage.cost_usd == pytest.approx(3 * (1000 * 3.0 + 200 * 15.0) / 1e6)
     assert len(server.model_calls()) == 3
+
+
+def test_close_cuts_a_running_stream_and_still_meters_it(
+    gateway: Gateway, provider: FakeProvider, tmp_path: Path
+) -> None:
+    channel = open_channel(gateway, tmp_path)
+    conn = UnixHTTPConnection(channel.socket_dir / SOCKET_NAME, timeout=5)
+    body = {**MESSAGE, "stream": True, "metadata": {"scenario": "hold"}}
+    conn.request(
+        "POST", "/v1/messages", body=json.dumps(body), headers={"x-api-key": channel.api_key}
+    )
+    response = conn.getresponse()
+    assert b"message_start" in response.read1(65536)
+    started = time.monotonic()
+    usage = channel.close()  # the upstream is still holding the stream open
+    assert time.monotonic() - started < 5
+    provider.release.set()
+    assert usage.model_calls == 1 and usage.estimated_calls == 1
+    assert usage.input_tokens >= A_FRESH + A_WRITE + A_READ  # message_start's count is kept
+    last = list(read_transcript(channel.transcript))[-1]
+    assert isinstance(last, TranscriptResponse) and last.usage_estimated
