@@ -682,15 +682,15 @@ def _write_chunk(handler: _Handler, data: bytes, chunked: bool) -> None:
 
 
 class _Refused(Exception):
+    """A request the gateway answers itself, with an error, instead of forwarding."""
+
     def __init__(self, status: int, code: str, reason: str, what: str, *, close: bool = False):
         super().__init__(reason)
-        self.status, self.code, self.reason, self.what, self.close = (
-            status,
-            code,
-            reason,
-            what,
-            close,
-        )
+        self.status = status
+        self.code = code  # OpenAI's error.code
+        self.reason = reason
+        self.what = what  # the path or host it was for, as the Refusal records it
+        self.close = close  # the connection cannot be reused (body unread)
 
 
 class Channel:
