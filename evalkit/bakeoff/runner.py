@@ -1,0 +1,624 @@
+"""Run one agent attempt in a sandbox, grade it in another, record it; a bake-off of many.
+
+An attempt's container comes from the task's environment image with the checkout at
+``base_commit`` (one commit, no history after it, no test or gold patch), no network,
+a non-root user, no capabilities, a read-only root with capped tmpfs, and read-only
+mounts of the agent pack and of the gateway's per-attempt socket directory. The only
+way out is the forwarder on the container's loopback to that socket; the gateway on
+the host holds the real key, meters and budgets every call.
+
+After the agent exits (or its deadline passes) every process of the agent user is
+killed, then the prediction is taken as a diff against base computed with a git
+directory the agent could never write (so nothing it put in ``.git`` runs or hides a
+change). Grading happens in a fresh evaluate sandbox through :func:`evaluate`; the
+agent's container is never graded.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from evalkit.bakeoff.adapters import Adapter, AgentContext, Claim, get_adapter, read_claim_file
+from evalkit.bakeoff.config import (
+    AgentSpec,
+    AttemptKey,
+    BakeoffConfig,
+    RunOptions,
+    make_manifest,
+    plan_attempts,
+    resolve_agent_env,
+    resolve_agent_files,
+    select_instances,
+)
+from evalkit.bakeoff.records import (
+    AGENT_LOG_FILE,
+    AGENT_PATCH_FILE,
+    TRANSCRIPT_FILE,
+    AgentAttempt,
+    AttemptLog,
+    AttemptStatus,
+    BakeoffRunDir,
+    start_or_resume,
+    write_repeat_predictions,
+)
+from evalkit.dataset import TaskSet
+from evalkit.errors import InfraError, UsageError
+from evalkit.records import TaskInstance, write_atomic
+from evalkit.repo import Repository
+from evalkit.sandbox import DockerSandbox, Limits, tar_files
+
+if TYPE_CHECKING:
+    import docker
+
+    from evalkit.bakeoff.gateway import Gateway, Usage
+    from evalkit.bakeoff.packs import Pack
+
+Log = Callable[[str], None]
+
+MODEL_PORT = 4000
+PROBLEM_FILE = "/evalkit/problem.md"
+CLAIM_DIR = "/tmp/evalkit"
+CLAIM_PATH = f"{CLAIM_DIR}/claim.json"
+AGENT_HOME = "/tmp/home"
+BASE_GIT = "/evalkit/base.git"
+AGENT_OUTPUT_CAP = 8 * 1024 * 1024
+PATCH_CAP = 8 * 1024 * 1024
+_GIT = [
+    "git",
+    "-c",
+    "safe.directory=*",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.attributesFile=/dev/null",
+    "-c",
+    "core.autocrlf=false",
+    "-c",
+    "user.name=evalkit",
+    "-c",
+    "user.email=evalkit@localhost",
+    "-c",
+    "commit.gpgsign=false",
+    f"--git-dir={BASE_GIT}",
+    "--work-tree=/testbed",
+]
+_GIT_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": "/nonexistent",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_ATTR_NOSYSTEM": "1",
+    "LC_ALL": "C",
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class AttemptResult(NamedTuple):
+    """What the agent sandbox produced, before grading."""
+
+    status: AttemptStatus
+    patch: str
+    claim: Claim
+    exit_code: int | None
+    duration_s: float
+    output: bytes
+    error: str | None = None
+
+
+def _agent_limits(config: BakeoffConfig) -> Limits:
+    limits = config.bakeoff.limits
+    return Limits(
+        memory=limits.memory,
+        pids=limits.pids,
+        cpus=limits.cpus or 1.0,
+        disk=limits.disk or "4g",
+        lifetime_s=config.bakeoff.timeout + 600,
+    )
+
+
+def _stage_files(agent: AgentSpec, stage_root: Path) -> dict[str, str]:
+    """The agent's own files under a host directory, bind-mounted read-only per top-level
+    container directory (the container's root filesystem is read-only)."""
+    files = resolve_agent_files(agent)
+    if not files:
+        return {}
+    mounts: dict[str, str] = {}
+    for container_path, content in files.items():
+        parts = Path(container_path).parts  # ("/", "agent", "run.sh")
+        top = "/" + parts[1]
+        host = stage_root / parts[1] / Path(*parts[2:])
+        host.parent.mkdir(parents=True, exist_ok=True)
+        host.write_bytes(content)
+        host.chmod(0o755 if content.startswith(b"#!") else 0o644)
+        mounts[top] = str((stage_root / parts[1]).resolve())
+    return mounts
+
+
+def run_attempt(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    instance: TaskInstance,
+    repository: Repository,
+    agent: AgentSpec,
+    adapter: Adapter,
+    pack: Pack | None,
+    gateway_dir: Path | None,
+    api_key: str,
+    env: dict[str, str],
+    limits: Limits,
+    timeout: float,
+    stage: dict[str, str],
+    label: str,
+) -> AttemptResult:
+    """Run one agent on one task in a fresh sandbox; the diff and claim come back."""
+    from evalkit.harness import _container_lib
+
+    mounts = dict(stage)
+    if pack is not None:
+        mounts["/evalkit/agent"] = str(pack.path.resolve())
+    if gateway_dir is not None:
+        mounts["/evalkit/gateway"] = str(gateway_dir.resolve())
+    box = DockerSandbox(client, image, limits, label=label, mounts=mounts)
+    started = time.monotonic()
+    try:
+        lib = tar_files(
+            {**_container_lib(), "problem.md": instance.problem_statement}, uid=0, mode=0o644
+        )
+        box.put_archive("/evalkit", lib, user="0:0")
+        box.put_archive("/testbed", repository.tree_tar(instance.base_commit, "."))
+        # Two repositories of the same tree: the agent's own (it may do anything to it)
+        # and the base the diff is taken against, owned by root where the agent cannot
+        # write, so nothing the agent puts in a .git directory can run or hide a change.
+        setup = (
+            "set -e; cd /testbed; "
+            "if [ -f /etc/evalkit/generated.tar ]; then "
+            "tar -xf /etc/evalkit/generated.tar -C /testbed --no-same-owner; fi; "
+            f"mkdir -p {CLAIM_DIR} {AGENT_HOME}; "
+            "git -c core.hooksPath=/dev/null init -q; git add -A -f; "
+            "git -c user.name=evalkit -c user.email=evalkit@localhost -c commit.gpgsign=false "
+            "commit -q --no-verify -m base"
+        )
+        result = box.exec(["/bin/sh", "-c", setup], env=_GIT_ENV, timeout=300)
+        if result.exit_code != 0:
+            raise InfraError(f"staging the checkout failed: {result.output[-300:]!r}")
+        base = " ".join(
+            [
+                *_GIT,
+                "init -q &&",
+                *_GIT,
+                "add -A -f &&",
+                *_GIT,
+                "commit -q --no-verify -m base",
+            ]
+        )
+        result = box.exec(["/bin/sh", "-c", base], env=_GIT_ENV, user="0:0", timeout=300)
+        if result.exit_code != 0:
+            raise InfraError(f"recording the base tree failed: {result.output[-300:]!r}")
+        base_url = ""
+        if gateway_dir is not None:
+            forwarder = box.start(
+                [
+                    "/opt/venv/bin/python",
+                    "-I",
+                    "-S",
+                    "/evalkit/lib/forward.py",
+                    "--listen",
+                    f"127.0.0.1:{MODEL_PORT}",
+                    "--socket",
+                    "/evalkit/gateway/model.sock",
+                ]
+            )
+            if not forwarder.read_line(30).startswith(b"ready"):
+                raise InfraError("the model forwarder in the sandbox did not start")
+            base_url = f"http://127.0.0.1:{MODEL_PORT}"
+        ctx = AgentContext(
+            problem=instance.problem_statement,
+            model=agent.model or "",
+            base_url=base_url,
+            api_key=api_key,
+            args=list(agent.args),
+            home=AGENT_HOME,
+            workdir="/testbed",
+            command=list(agent.command) if agent.command else None,
+        )
+        invocation = adapter.invocation(ctx)
+        for path, content in invocation.files.items():
+            write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
+            box.exec(["/bin/sh", "-c", write, "-", path], input=content, timeout=60)
+        agent_env = {
+            **invocation.env,
+            **env,
+            "HOME": AGENT_HOME,
+            "EVALKIT_PROBLEM_FILE": PROBLEM_FILE,
+            "EVALKIT_CLAIM_FILE": CLAIM_PATH,
+            "EVALKIT_MODEL_BASE_URL": base_url,
+            "EVALKIT_MODEL_API_KEY": api_key,
+            "EVALKIT_INSTANCE_ID": instance.instance_id,
+        }
+        agent_started = time.monotonic()
+        # Failures from here on are the agent's: it ran, and may have broken things.
+        run = box.exec(
+            ["timeout", "--signal=KILL", str(int(timeout)), *invocation.argv],
+            env=agent_env,
+            input=instance.problem_statement.encode(),
+            workdir="/testbed",
+            timeout=timeout + 60,
+            cap=AGENT_OUTPUT_CAP,
+        )
+        duration = time.monotonic() - agent_started
+        timed_out = run.timed_out or (run.exit_code == 137 and duration >= timeout - 1)
+        if run.timed_out:  # the backstop killed the whole container: no diff to take
+            return AttemptResult(
+                AttemptStatus.TIMED_OUT, "", Claim(None, "none"), None, duration, run.output
+            )
+        # Nothing the agent started survives into the collection steps.
+        box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
+        collected: dict[str, bytes] = {}
+        for path in adapter.files_to_collect():
+            data = box.read_file(path, cap=AGENT_OUTPUT_CAP)
+            if data is not None:
+                collected[path] = data
+        claim_file = box.read_file(CLAIM_PATH, cap=64 * 1024)
+        claim = read_claim_file(claim_file) if claim_file is not None else None
+        if claim is None:
+            claim = adapter.claim(run.exit_code, run.output, collected)
+        excludes = " ".join(f"':(exclude){p}'" for p in adapter.diff_excludes)
+        diff = (
+            f"{' '.join(_GIT)} add -A -f && "
+            f"{' '.join(_GIT)} diff --cached --no-color --no-ext-diff --no-textconv "
+            f"--no-renames HEAD -- . {excludes}"
+        )
+        result = box.exec(
+            ["/bin/sh", "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP
+        )
+        if result.exit_code != 0:
+            return AttemptResult(
+                AttemptStatus.AGENT_ERROR,
+                "",
+                claim,
+                run.exit_code,
+                duration,
+                run.output,
+                f"the working tree could not be diffed: {result.output[-200:]!r}",
+            )
+        status = AttemptStatus.COMPLETED
+        if timed_out:
+            status = AttemptStatus.TIMED_OUT
+        patch = result.output.decode("utf-8", "surrogateescape")
+        return AttemptResult(status, patch, claim, run.exit_code, duration, run.output)
+    finally:
+        box.close(wait=False)
+        _ = started
+
+
+class _Env(NamedTuple):
+    image: str
+    repository: Repository
+
+
+class BakeoffRunner:
+    """Runs a bake-off's attempts; each is graded and recorded the moment it ends."""
+
+    def __init__(
+        self,
+        config: BakeoffConfig,
+        task_set: TaskSet,
+        run: BakeoffRunDir,
+        options: RunOptions,
+        *,
+        log: Log = print,
+    ):
+        self.config = config
+        self.task_set = task_set
+        self.run = run
+        self.options = options
+        self.log = log
+        self.attempts = AttemptLog(run.attempts)
+        self._grade_locks: dict[int, threading.Lock] = {}
+        self._envs: dict[str, _Env | InfraError] = {}
+        self._env_lock = threading.Lock()
+        self._packs: dict[str, Pack | None] = {}
+
+    # --- preparation ---------------------------------------------------------------
+
+    def _environment(self, client: docker.DockerClient, instance: TaskInstance) -> _Env:
+        from evalkit.harness import build_environment, resolve_environment
+        from evalkit.images import resolve_ca_bundle
+
+        with self._env_lock:
+            cached = self._envs.get(instance.instance_id)
+            if cached is None:
+                try:
+                    repository = Repository(self.task_set.bundle_path(instance))
+                    spec, key = resolve_environment(self.task_set.spec_file, instance, repository)
+                    image = build_environment(
+                        client,
+                        instance,
+                        spec,
+                        key,
+                        repository,
+                        ca_bundle=resolve_ca_bundle(None),
+                        log=self.log,
+                        build_log=self.run.root / "images" / f"{key}.log",
+                    )
+                    cached = _Env(image, repository)
+                except InfraError as exc:
+                    cached = exc
+                self._envs[instance.instance_id] = cached
+        if isinstance(cached, InfraError):
+            raise cached
+        return cached
+
+    def _pack(self, client: docker.DockerClient, agent: AgentSpec) -> Pack | None:
+        from evalkit.bakeoff.packs import ensure_pack
+
+        if agent.name not in self._packs:
+            spec = get_adapter(agent.adapter).pack_spec(agent.version or "")
+            self._packs[agent.name] = (
+                ensure_pack(spec, log=self.log, client=client) if spec is not None else None
+            )
+        return self._packs[agent.name]
+
+    # --- one attempt ----------------------------------------------------------------
+
+    def attempt(
+        self, client: docker.DockerClient, gateway: Gateway | None, key: AttemptKey
+    ) -> AgentAttempt:
+        agent = self.config.agent(key.agent)
+        adapter = get_adapter(agent.adapter)
+        instance = self.task_set.instances[key.instance_id]
+        rel = self.run.attempt_rel(key.agent, key.instance_id, key.repeat)
+        out = self.run.root / rel
+        out.mkdir(parents=True, exist_ok=True)
+        record = AgentAttempt(
+            run_id=self.options.run_id,
+            agent=agent.name,
+            adapter=agent.adapter,
+            agent_version=agent.agent_version,
+            model=agent.model or "",
+            upstream=agent.upstream,
+            instance_id=key.instance_id,
+            repeat=key.repeat,
+            attempt_status=AttemptStatus.INFRA_ERROR,
+            started_at=_now(),
+        )
+        tries = 0
+        result: AttemptResult | None = None
+        usage: Usage | None = None
+        error = ""
+        while tries <= self.config.bakeoff.retries:
+            tries += 1
+            channel = None
+            try:
+                env = self._environment(client, instance)
+                pack = self._pack(client, agent)
+                stage = _stage_files(agent, out / "files")
+                api_key = "evalkit-" + secrets.token_hex(16)
+                gateway_dir = None
+                if gateway is not None and agent.upstream:
+                    channel = gateway.open_attempt(
+                        f"{self.options.run_id}/{rel}/{tries}",
+                        agent.upstream,
+                        budget_usd=self.config.bakeoff.budget_usd,
+                        deadline=time.time() + self.config.bakeoff.timeout + 60,
+                        transcript=out / TRANSCRIPT_FILE,
+                    )
+                    gateway_dir, api_key = channel.socket_dir, channel.api_key
+                result = run_attempt(
+                    client,
+                    image=env.image,
+                    instance=instance,
+                    repository=env.repository,
+                    agent=agent,
+                    adapter=adapter,
+                    pack=pack,
+                    gateway_dir=gateway_dir,
+                    api_key=api_key,
+                    env=resolve_agent_env(agent),
+                    limits=_agent_limits(self.config),
+                    timeout=self.config.bakeoff.timeout,
+                    stage=stage,
+                    label=self.options.run_id,
+                )
+                break
+            except InfraError as exc:
+                error = str(exc)
+                result = None
+            finally:
+                if channel is not None:
+                    usage = channel.close()
+        record = record.model_copy(update={"tries": tries})
+        if usage is not None:
+            record = record.model_copy(
+                update={
+                    "cost_usd": round(usage.cost_usd, 6),
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "model_calls": usage.model_calls,
+                    "egress_refused": [f"{r.method} {r.path_or_host}" for r in usage.refused],
+                    "transcript": str(rel / TRANSCRIPT_FILE),
+                }
+            )
+        if result is None:
+            record = record.model_copy(update={"error": error, "finished_at": _now()})
+            self.attempts.append(record)
+            return record
+        write_atomic(out / AGENT_PATCH_FILE, result.patch)
+        write_atomic(out / AGENT_LOG_FILE, result.output)
+        status = result.status
+        if usage is not None and usage.budget_exceeded:
+            status = AttemptStatus.BUDGET_EXCEEDED
+        record = record.model_copy(
+            update={
+                "attempt_status": status,
+                "error": result.error,
+                "claim": result.claim.resolved,
+                "claim_source": result.claim.source,
+                "claim_summary": result.claim.summary,
+                "agent_exit_code": result.exit_code,
+                "duration_s": round(result.duration_s, 3),
+                "patch": str(rel / AGENT_PATCH_FILE),
+                "agent_log": str(rel / AGENT_LOG_FILE),
+            }
+        )
+        record = self._grade(record)
+        self.attempts.append(record)
+        return record
+
+    def _grade(self, record: AgentAttempt) -> AgentAttempt:
+        """Grade through the same library call as ``evalkit evaluate``, in its own sandbox;
+        each repeat is an ordinary evaluate run."""
+        from evalkit.harness import evaluate
+
+        lock = self._grade_locks.setdefault(record.repeat, threading.Lock())
+        with lock:
+            previous = [a for a in self.attempts.done().values() if a.repeat == record.repeat]
+            previous = [
+                a
+                for a in previous
+                if (a.agent, a.instance_id) != (record.agent, record.instance_id)
+            ]
+            write_repeat_predictions(self.run, record.repeat, [*previous, record])
+            try:
+                outcome = evaluate(
+                    self.task_set.root,
+                    self.run.predictions(record.repeat),
+                    self.run.repeat_run_id(record.repeat),
+                    runs_dir=self.options.runs_dir,
+                    instance_ids=[record.instance_id],
+                    progress=False,
+                    log=lambda _: None,
+                )
+            except (InfraError, UsageError) as exc:
+                return record.model_copy(
+                    update={
+                        "attempt_status": AttemptStatus.INFRA_ERROR,
+                        "error": f"grading failed: {exc}",
+                        "finished_at": _now(),
+                    }
+                )
+        verdict = next(
+            (
+                v
+                for v in outcome.verdicts
+                if v.model_name_or_path == record.agent and v.instance_id == record.instance_id
+            ),
+            None,
+        )
+        if verdict is None:
+            return record.model_copy(
+                update={
+                    "attempt_status": AttemptStatus.INFRA_ERROR,
+                    "error": "grading produced no verdict",
+                    "finished_at": _now(),
+                }
+            )
+        update: dict[str, object] = {
+            "status": verdict.status,
+            "resolution": verdict.resolution,
+            "tampered_files": verdict.tampered_files,
+            "integrity_flags": verdict.integrity_flags,
+            "finished_at": _now(),
+        }
+        if verdict.infra_failure:
+            update["attempt_status"] = AttemptStatus.INFRA_ERROR
+            update["error"] = f"grading: {verdict.error}"
+        return record.model_copy(update=update)
+
+    # --- the whole bake-off -----------------------------------------------------------
+
+    def run_all(self, keys: list[AttemptKey], *, progress: bool = False) -> list[AgentAttempt]:
+        from evalkit.bakeoff.gateway import Gateway, Upstream
+        from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
+
+        if not keys:
+            return []
+        install_signal_cleanup()
+        client = docker_client()
+        remove_stale(client, self.options.run_id)
+        upstreams = {
+            name: Upstream(
+                name,
+                model.base_url,
+                model.api_key_env,
+                model.price.input_per_mtok,
+                model.price.output_per_mtok,
+            )
+            for name, model in self.config.models.items()
+        }
+        used = sorted({self.config.agent(k.agent).upstream or "" for k in keys} - {""})
+        results: list[AgentAttempt] = []
+        gateway_root = Path("/tmp") / f"evalkit-gw-{secrets.token_hex(6)}"
+        with Gateway(upstreams, root=gateway_root) as gateway:
+            gateway.check_keys(used)
+            for name in sorted({k.agent for k in keys}):
+                self._pack(client, self.config.agent(name))
+            workers = max(1, self.options.workers)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bakeoff") as pool:
+                pending: set[Future[AgentAttempt]] = set()
+                queue = list(reversed(keys))
+                while queue or pending:
+                    while queue and len(pending) < workers:
+                        pending.add(pool.submit(self.attempt, client, gateway, queue.pop()))
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        attempt = future.result()
+                        results.append(attempt)
+                        verdict = attempt.status.value if attempt.status else "-"
+                        self.log(
+                            f"  r{attempt.repeat} {attempt.agent:<16} {attempt.instance_id:<28} "
+                            f"{attempt.attempt_status.value:<15} claim={attempt.claim} "
+                            f"verdict={verdict}"
+                        )
+        return results
+
+
+def run_bakeoff(
+    config: BakeoffConfig,
+    task_set: TaskSet,
+    run: BakeoffRunDir,
+    options: RunOptions,
+    *,
+    log: Log = print,
+    progress: bool = False,
+) -> list[AgentAttempt]:
+    """Run (or resume) a bake-off: every planned attempt not yet finished."""
+    from evalkit.bakeoff.store import open_store
+
+    ids = select_instances(task_set.instances, options)
+    manifest = make_manifest(
+        config, options, tasks_dir=task_set.root, tasks_sha256=task_set.sha256(), instance_ids=ids
+    )
+    run.root.mkdir(parents=True, exist_ok=True)
+    manifest = start_or_resume(run.manifest, manifest)
+    runner = BakeoffRunner(config, task_set, run, options, log=log)
+    done = {k for k, a in runner.attempts.done().items() if a.scored}
+    keys = [k for k in plan_attempts(options, ids) if tuple(k) not in done]
+    with open_store(options.store) as store:
+        store.record_bakeoff(manifest)
+    results = runner.run_all(keys, progress=progress)
+    with open_store(options.store) as store:
+        for attempt in results:
+            store.record_attempt(attempt)
+    return results
+
+
+def attempt_summary(attempt: AgentAttempt) -> str:
+    """One line for logs."""
+    return json.dumps(
+        {"agent": attempt.agent, "instance": attempt.instance_id, "status": attempt.status}
+    )
