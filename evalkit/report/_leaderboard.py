@@ -208,7 +208,9 @@ class ModelName:
 
     def matches(self, other: ModelName) -> bool:
         """Same base; a dated snapshot matches the undated name but not another date."""
-        return self.base == other.base and (not self.date or not other.date or self.date == other.date)
+        return self.base == other.base and (
+            not self.date or not other.date or self.date == other.date
+        )
 
 
 def parse_model_name(name: str) -> ModelName:
@@ -300,9 +302,11 @@ def near_misses(rows: list[PublicScore], model: str, limit: int = 4) -> list[str
             score = 0  # another snapshot date
         elif sorted(mine) == sorted(theirs):
             score = 1
+        elif not mine or not theirs or mine[0] != theirs[0]:
+            continue  # another family of models altogether
         elif len(extra) == 1 and shared >= 2:
             score = 2
-        elif len(mine) == len(theirs) >= 2 and sum(a != b for a, b in zip(mine, theirs)) == 1:
+        elif len(mine) == len(theirs) >= 2 and sum(map(str.__ne__, mine, theirs)) == 1:
             score = 3  # one word differs: Devstral Small 2507 vs 2512
         else:
             continue
