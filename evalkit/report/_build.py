@@ -318,6 +318,14 @@ class GapVerdict:
     direction: str
 
     @property
+    def verdict_text(self) -> str:
+        return {
+            "below": "reliably below",
+            "above": "reliably above",
+            "depends on the harness": "depends on the harness:",
+        }.get(self.direction, "not distinguishable from")
+
+    @property
     def spread_low(self) -> float:
         return min(r.score_pct for r in self.spread)
 
@@ -471,10 +479,10 @@ def pairwise(
                 if record["difference"] > 0
                 else (record["agent_b"], record["agent_a"])
             )
-            record["conclusion"] = f"{winner} beats {loser} (Holm-adjusted p = {p_adj:.2g})"
+            record["conclusion"] = f"{winner} beats {loser} (Holm-adjusted p {fmt_p(p_adj)})"
         else:
             record["conclusion"] = (
-                f"no reliable difference (Holm-adjusted p = {p_adj:.2g}); do not rank these two"
+                f"no reliable difference (Holm-adjusted p {fmt_p(p_adj)}); do not rank these two"
             )
         if intervals:
             for key, alpha in (("mdd", stats.ALPHA), ("mdd_family", stats.ALPHA / family)):
@@ -651,6 +659,11 @@ def _pct(value: float) -> str:
     return "—" if value is None or math.isnan(value) else f"{value * 100:.1f}%"
 
 
+def fmt_p(value: float) -> str:
+    """A p-value for reading: two significant digits, floored where float error starts."""
+    return "< 1e-10" if value < 1e-10 else f"= {value:.2g}"
+
+
 def _pts(value: float) -> str:
     return f"{value * 100:+.1f} pts"
 
@@ -680,15 +693,15 @@ def verdicts(
                 line["kind"] = "unknown"
             elif pair["significant"] and pair["difference"] > 0:
                 line["versus"] = (
-                    f"reliably below {leader} ({_pts(-pair['difference'])}, "
-                    f"Holm-adjusted p = {pair['p_holm']:.2g})"
+                    f"reliably below #1: {_pts(-pair['difference'])} "
+                    f"(Holm-adjusted p {fmt_p(pair['p_holm'])})"
                 )
                 line["kind"] = "below"
                 beaten.append(agent)
             else:
                 line["versus"] = (
-                    f"not distinguishable from {leader} with {pair['tasks']} shared tasks "
-                    f"(Holm-adjusted p = {pair['p_holm']:.2g})"
+                    f"not distinguishable from #1: {_pts(-pair['difference'])} "
+                    f"on {pair['tasks']} shared tasks (Holm-adjusted p {fmt_p(pair['p_holm'])})"
                 )
                 line["kind"] = "tie"
                 tied.append(agent)
@@ -781,7 +794,7 @@ def bar_chart(
     zero = x(0.0)
     for tick in ticks:
         tx = x(tick)
-        text = f"{tick * 100:+.0f}%" if signed and tick else f"{tick * 100:.0f}%"
+        text = f"{tick * 100:+.0f}%" if signed and abs(tick) > 1e-9 else f"{abs(tick) * 100:.0f}%"
         parts.append(
             f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" '
             f'class="{"axis" if signed and tick == 0 else "grid"}"/>'
@@ -899,6 +912,7 @@ def _environment() -> Any:
         env.filters["pct"] = _fmt_pct
         env.filters["pts"] = _fmt_pts
         env.filters["safe_url"] = safe_url
+        env.filters["p"] = fmt_p
         _ENV = env
     return _ENV
 
@@ -999,7 +1013,7 @@ def build_report(
             list(head["ci_high"]),
             markers if any_public else None,
             title="Resolve rate on your tasks, 95% CI"
-            + (" (triangles: public Verified / Pro)" if any_public else ""),
+            + (" · ▲ public score: orange Verified, purple Pro" if any_public else ""),
         ),
     }
     for label, bench in (("verified", "Verified"), ("pro", "Pro")):
@@ -1097,6 +1111,7 @@ def build_report(
             pairs=pairs.to_dict("records"),
             family=len(pairs),
             single_run=bool((counts["graded"] == 1).all()),
+        any_public=any_public,
             reps=reps.to_dict("records"),
             rep_columns=[c for c in reps.columns if c not in ("agent",)] if len(reps) else [],
             breaks=breaks.to_dict("records"),
