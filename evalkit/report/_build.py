@@ -849,10 +849,16 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
     out = frame.copy()
     for column in out.columns:
-        if is_object_dtype(out[column].dtype) or is_string_dtype(out[column].dtype):
+        dtype = out[column].dtype
+        if is_object_dtype(dtype):  # mixed values: only the strings
             out[column] = out[column].map(
                 lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v
             )
+        elif is_string_dtype(dtype):  # vectorised: the results table has 100,000s of cells
+            text = out[column]
+            risky = text.str.startswith(_FORMULA_START).fillna(False).astype(bool)
+            if risky.any():
+                out[column] = text.where(~risky, "'" + text)
     return out
 
 

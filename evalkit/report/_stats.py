@@ -124,13 +124,27 @@ def signflip_pvalue(diffs: np.ndarray, scale: int, *, seed: int = 0) -> float:
     if 2 * total + 1 > EXACT_SIGNFLIP_MAX_SUPPORT:
         return _signflip_monte_carlo(weights.astype(float), float(observed), seed)
     size = 1 << (2 * total + 1).bit_length()
-    theta = 2 * np.pi * np.arange(size // 2 + 1) / size
-    phi = np.ones_like(theta)
+    log_phi = np.zeros(size // 2 + 1)
+    negative = np.zeros(size // 2 + 1, dtype=bool)
     for value, count in zip(values, counts, strict=True):
-        phi *= np.cos(value * theta) ** int(count)
+        log_abs, sign = _log_cos(size, int(value))
+        log_phi += int(count) * log_abs  # product of cos^count, in logs: no pow() per pair
+        if count % 2:
+            negative ^= sign
+    phi = np.exp(log_phi)
+    phi[negative] *= -1
     pmf = np.fft.irfft(phi, n=size)
     upper = float(pmf[observed : total + 1].sum())  # P(S >= observed); symmetric
     return min(1.0, max(2 * upper, 0.0))
+
+
+@lru_cache(maxsize=256)
+def _log_cos(size: int, value: int) -> tuple[np.ndarray, np.ndarray]:
+    """log|cos(value * t)| and its sign (True = negative) on the FFT grid of ``size``."""
+    theta = 2 * np.pi * np.arange(size // 2 + 1) / size
+    cos = np.cos(value * theta)
+    with np.errstate(divide="ignore"):
+        return np.log(np.abs(cos)), cos < 0
 
 
 def _signflip_monte_carlo(weights: np.ndarray, observed: float, seed: int) -> float:
