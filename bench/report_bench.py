@@ -36,10 +36,19 @@ def synthesize(root: Path, agents: int, tasks: int, repeats: int) -> list[str]:
                 f"diff --git a/m{i}.py b/m{i}.py\n--- a/m{i}.py\n+++ b/m{i}.py\n"
                 "@@ -1 +1 @@\n-a\n+b\n"
             )
-            fh.write(json.dumps({"instance_id": f"org__repo{i % 7}-{i}", "repo": f"org/repo{i % 7}",
-                                 "base_commit": "abcdef1", "patch": patch,
-                                 "problem_statement": "x" * 400,
-                                 "created_at": f"2025-{1 + i % 12:02d}-01"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "instance_id": f"org__repo{i % 7}-{i}",
+                        "repo": f"org/repo{i % 7}",
+                        "base_commit": "abcdef1",
+                        "patch": patch,
+                        "problem_statement": "x" * 400,
+                        "created_at": f"2025-{1 + i % 12:02d}-01",
+                    }
+                )
+                + "\n"
+            )
     skill = [rng.uniform(0.2, 0.8) for _ in range(agents)]
     run_ids = []
     for r in range(repeats):
@@ -50,17 +59,42 @@ def synthesize(root: Path, agents: int, tasks: int, repeats: int) -> list[str]:
             for a in range(agents):
                 for i in range(tasks):
                     roll = rng.random()
-                    status = ("error" if roll > 0.99 else "resolved" if roll < skill[a]
-                              else STATUSES[1 + i % 3])
-                    fh.write(json.dumps({
-                        "schema_version": SCHEMA_VERSION, "instance_id": f"org__repo{i % 7}-{i}",
-                        "model_name_or_path": f"agent-{a}", "status": status,
-                        "infra_failure": status == "error", "timed_out": False,
-                        "tampered_files": [], "tests": {}}) + "\n")
-        (root / "runs" / run_id / "run.json").write_text(json.dumps({
-            "run_id": run_id, "evalkit_version": "bench", "tasks_dir": str(task_dir),
-            "tasks_sha256": "0" * 64, "predictions": "synthetic", "timeout_s": 0, "workers": 1,
-            "created_at": "2026-11-24T00:00:00Z"}))
+                    status = (
+                        "error"
+                        if roll > 0.99
+                        else "resolved"
+                        if roll < skill[a]
+                        else STATUSES[1 + i % 3]
+                    )
+                    fh.write(
+                        json.dumps(
+                            {
+                                "schema_version": SCHEMA_VERSION,
+                                "instance_id": f"org__repo{i % 7}-{i}",
+                                "model_name_or_path": f"agent-{a}",
+                                "status": status,
+                                "infra_failure": status == "error",
+                                "timed_out": False,
+                                "tampered_files": [],
+                                "tests": {},
+                            }
+                        )
+                        + "\n"
+                    )
+        (root / "runs" / run_id / "run.json").write_text(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "evalkit_version": "bench",
+                    "tasks_dir": str(task_dir),
+                    "tasks_sha256": "0" * 64,
+                    "predictions": "synthetic",
+                    "timeout_s": 0,
+                    "workers": 1,
+                    "created_at": "2026-11-24T00:00:00Z",
+                }
+            )
+        )
     return run_ids
 
 
@@ -86,9 +120,19 @@ def main() -> None:
         for _ in range(args.cli_runs):
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "evalkit.cli", "report", *run_ids,
-                 "--runs-dir", str(root / "runs"), "--out", str(root / "cli.html")],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "evalkit.cli",
+                    "report",
+                    *run_ids,
+                    "--runs-dir",
+                    str(root / "runs"),
+                    "--out",
+                    str(root / "cli.html"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
             cli.append(time.perf_counter() - start)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,8 +140,10 @@ def main() -> None:
         cli_cpu = (children.ru_utime + children.ru_stime) / len(cli)
         print(f"results            {args.agents * args.tasks * args.repeats:,}")
         print(f"build_report       {elapsed:.2f} s (in-process, imports included)")
-        print(f"evalkit report CLI {min(cli):.2f} s best of {len(cli)} "
-              f"({', '.join(f'{t:.2f}' for t in cli)}); CPU {cli_cpu:.2f} s per run")
+        print(
+            f"evalkit report CLI {min(cli):.2f} s best of {len(cli)} "
+            f"({', '.join(f'{t:.2f}' for t in cli)}); CPU {cli_cpu:.2f} s per run"
+        )
         print(f"HTML size          {result.html_path.stat().st_size / 1e6:.2f} MB")
         print(f"tables folder      {_tree_size(result.tables_dir) / 1e6:.2f} MB")
         print(f"peak memory (RSS)  {peak:.0f} MB in-process, {cli_peak:.0f} MB CLI")

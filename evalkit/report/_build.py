@@ -289,15 +289,6 @@ def per_task(results: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"sum": "resolved", "count": "graded"})
 
 
-def outcome_matrix(results: pd.DataFrame, agent: str) -> tuple[list[str], np.ndarray]:
-    """Tasks x runs 0/1 matrix for one agent (NaN where not the agent's result or not run)."""
-    sub = results[results["agent"] == agent]
-    pivot = sub.pivot_table(
-        index="instance_id", columns="run_id", values="resolved", aggfunc="first", dropna=False
-    )
-    return list(pivot.index), pivot.to_numpy(dtype=float)
-
-
 def rank_agents(results: pd.DataFrame, counts: pd.DataFrame) -> list[str]:
     """Agents by rate, best first (ties by name)."""
     means = (counts["resolved"] / counts["graded"]).groupby(level="agent").mean()
@@ -657,6 +648,10 @@ def public_reference(rows: list[PublicScore], limit: int = 12) -> list[PublicPai
 
 def _pct(value: float) -> str:
     return "—" if value is None or math.isnan(value) else f"{value * 100:.1f}%"
+
+
+def pd_isna(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt_p(value: float) -> str:
@@ -1035,18 +1030,17 @@ def build_report(
                     "(95% CI, both sides' error)",
                     signed=True,
                 )
-    breakdown_charts = []
+    breakdown_charts: list[tuple[Markup, int]] = []
     for dimension, frame in breaks.groupby("dimension", sort=False):
         labels = [f"{g} · {a}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
-        breakdown_charts.append(
-            bar_chart(
-                labels,
-                list(frame["rate"]),
-                list(frame["ci_low"]),
-                list(frame["ci_high"]),
-                title=f"By {dimension}, 95% CI",
-            )
+        chart = bar_chart(
+            labels,
+            list(frame["rate"]),
+            list(frame["ci_low"]),
+            list(frame["ci_high"]),
+            title=f"By {dimension}, 95% CI",
         )
+        breakdown_charts.append((Markup(chart), len(labels)))
 
     # Large sets keep the page small: per-run cells (patches, links) only for small ones.
     embed_patches = len(data.results) <= EMBED_PATCHES_MAX_CELLS
@@ -1117,7 +1111,7 @@ def build_report(
             pairs=pairs.to_dict("records"),
             family=len(pairs),
             single_run=bool((counts["graded"] == 1).all()),
-        any_public=any_public,
+            any_public=any_public,
             reps=reps.to_dict("records"),
             rep_columns=[c for c in reps.columns if c not in ("agent",)] if len(reps) else [],
             breaks=breaks.to_dict("records"),
@@ -1125,7 +1119,7 @@ def build_report(
             matrix_body=matrix_body,
             details=details,
             charts={k: Markup(v) for k, v in charts.items()},
-            breakdown_charts=[Markup(c) for c in breakdown_charts],
+            breakdown_charts=breakdown_charts,
             mdd_sentence=_mdd_sentence(typical_n, len(pairs)),
             n_tasks=n_tasks,
             manifests=[m.model_dump() for m in data.manifests],
@@ -1142,7 +1136,3 @@ def build_report(
     )
     out.write_text(page, encoding="utf-8")
     return ReportResult(out, tables_dir, ranked, n_tasks, unmatched, warnings, summary)
-
-
-def pd_isna(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
