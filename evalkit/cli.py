@@ -207,7 +207,16 @@ def images_list() -> None:
 
 @app.command()
 def report(
-    runs: Annotated[list[str], typer.Option("--runs", help="Run id(s); repeat or space-separate.")],
+    run_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run id(s); several runs of one agent are its repeats.", show_default=False
+        ),
+    ] = None,
+    runs: Annotated[
+        list[str] | None,
+        typer.Option("--runs", help="Run id(s), as an option (repeat, or comma-separate)."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path(
         "reports/report.html"
     ),
@@ -223,13 +232,13 @@ def report(
         list[str] | None, typer.Option("--cutoff", help="MODEL=YYYY-MM-DD training cutoff.")
     ] = None,
 ) -> None:
-    """Write the HTML gap report: internal rates with CIs beside public Verified / Pro numbers.
+    """Write the HTML gap report: which agent is best, how sure, and the gap to public numbers.
 
     Examples:
 
-        evalkit report --runs nightly --out reports/nightly.html
+        evalkit report nightly --out reports/nightly.html
 
-        evalkit report --runs nightly-1 nightly-2 nightly-3 --model-map agents.toml
+        evalkit report nightly-1 nightly-2 nightly-3 --model-map agents.toml
 
         evalkit report --runs demo --cutoff claude-opus-4-5=2025-03-01
     """
@@ -241,15 +250,22 @@ def report(
         if not sep or not model or not date:
             _fail(f"--cutoff {item!r}: expected MODEL=YYYY-MM-DD")
         cutoffs[model] = date
-    run_ids = [r for value in runs for r in value.replace(",", " ").split()]
+    # `--runs a b c` parses as --runs a plus positional b c: both forms end up here.
+    given = [*(runs or []), *(run_ids or [])]
+    ids = [r for value in given for r in value.replace(",", " ").split()]
+    if not ids:
+        _fail("give at least one run id: evalkit report RUN_ID... --out FILE")
     result = build_report(
-        run_ids,
+        ids,
         runs_dir=runs_dir,
         out=out,
         leaderboard=leaderboard,
         model_map=model_map,
         cutoffs=cutoffs,
     )
+    typer.echo(result.summary)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"report: {result.html_path} ({result.tasks} tasks, {len(result.agents)} agents)")
     typer.echo(f"tables: {result.tables_dir}/")
     if result.unmatched_agents:

@@ -1,11 +1,17 @@
-"""Collect runs into tables, compute honest statistics, render one self-contained HTML file."""
+"""Collect runs into tables, compute honest statistics, render one self-contained HTML file.
+
+Every number about an agent uses one rate: the mean over graded tasks of the share of
+the task's graded runs that resolved it. Several runs of the same agent (several run
+ids) are repeats of each task; ``error`` results (infrastructure or a broken task) are
+never the agent's and leave every denominator.
+"""
 
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,8 +26,10 @@ from evalkit.records import (
     PATCH_FILE,
     RESULTS_FILE,
     RUN_MANIFEST_FILE,
+    SCHEMA_VERSION,
     RunManifest,
-    iter_jsonl_lines,
+    Status,
+    Verdict,
     model_dir_name,
 )
 from evalkit.report import _stats as stats
@@ -30,9 +38,12 @@ from evalkit.report._leaderboard import (
     VERIFIED,
     PublicScore,
     best_score,
+    candidates,
     load_leaderboard,
     load_model_map,
+    near_misses,
     normalize,
+    safe_url,
 )
 
 if TYPE_CHECKING:
@@ -43,10 +54,15 @@ SIZE_BUCKETS = (
     (50, "medium (11-50 lines)"),
     (math.inf, "large (>50 lines)"),
 )
+SIZE_ORDER = [label for _, label in SIZE_BUCKETS] + ["unknown size"]
 EMBED_TEXT_CAP = 6000
 """Characters of a problem statement or patch embedded in the page; the rest is linked."""
 EMBED_PATCHES_MAX_CELLS = 400
 """Above this many task x agent cells, patches are linked rather than embedded."""
+EMBED_PROBLEMS_MAX_TASKS = 500
+SUMMARY_TABLES = ("headline", "pairwise", "repeats", "breakdowns")
+"""Small tables also written as JSON; every table is written as gzip-compressed CSV."""
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -54,8 +70,12 @@ class ReportResult:
     html_path: Path
     tables_dir: Path
     agents: list[str]
+    """Ranked by rate, best first."""
     tasks: int
     unmatched_agents: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: str = ""
+    """The page's one-paragraph answer, as plain text."""
 
 
 @dataclass
@@ -71,26 +91,105 @@ class _Task:
 @dataclass
 class _Data:
     results: pd.DataFrame
-    """One row per (run, agent, instance): status and flags."""
+    """One row per (run, agent, instance): status, flags, and ``resolved`` (1/0, NaN when
+    the result is not the agent's: an infrastructure failure or a broken task)."""
     tasks: dict[str, _Task]
     manifests: list[RunManifest]
     run_dirs: dict[str, Path]
 
 
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders ``api-2`` before ``api-11``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part.lower())
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
 # --- loading ------------------------------------------------------------------
 
 
-def _load_run(run_dir: Path) -> tuple[RunManifest, list[dict[str, Any]]]:
+def _first_error(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return f"{where}: {err['msg']}" if where else str(err["msg"])
+    return str(exc).splitlines()[0]
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    if path.is_dir():
+        raise UsageError(f"{what} is a directory, not a file", path=str(path))
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what}: {exc.strerror}", path=str(path)) from None
+
+
+def read_results(path: Path) -> list[Verdict]:
+    """The verdicts in a ``results.jsonl``, the latest line per (model, instance) winning.
+
+    Every line must be a verdict of a schema this evalkit reads; anything else is the
+    user's to fix, reported as ``file:line``. Only a torn last line (no newline: the
+    writer was killed mid-line) is skipped, as ``evalkit.records.read_verdicts`` does.
+    """
+    from pydantic import ValidationError
+
+    raw = _read_bytes(path, RESULTS_FILE)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = raw.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"invalid UTF-8 ({exc.reason})", path=str(path), line=where) from None
+    lines = text.split("\n")
+    validate = Verdict.__pydantic_validator__.validate_json  # the model's own validator
+    latest: dict[tuple[str, str], Verdict] = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            verdict: Verdict = validate(line)
+        except ValidationError as exc:
+            if not line.strip() or number == len(lines):
+                continue  # a blank line, or a last line with no newline: torn, not corrupt
+            raise UsageError(
+                f"not a verdict ({_first_error(exc)})", path=str(path), line=number
+            ) from None
+        if verdict.schema_version > SCHEMA_VERSION:
+            raise UsageError(
+                f"schema_version {verdict.schema_version} is newer than this evalkit reads "
+                f"({SCHEMA_VERSION}); upgrade evalkit",
+                path=str(path),
+                line=number,
+            )
+        latest[(verdict.model_name_or_path, verdict.instance_id)] = verdict
+    return list(latest.values())
+
+
+def _load_run(run_dir: Path) -> tuple[RunManifest, list[Verdict]]:
+    from pydantic import ValidationError
+
     manifest_path = run_dir / RUN_MANIFEST_FILE
     results_path = run_dir / RESULTS_FILE
     if not run_dir.is_dir():
         raise UsageError("no such run", path=str(run_dir))
-    if not results_path.is_file():
+    if not results_path.exists():
         raise UsageError(f"run has no {RESULTS_FILE}", path=str(run_dir))
-    manifest = (
-        RunManifest.model_validate_json(manifest_path.read_text())
-        if manifest_path.is_file()
-        else RunManifest(
+    if manifest_path.exists():
+        try:
+            manifest = RunManifest.model_validate_json(_read_bytes(manifest_path, "run.json"))
+        except ValidationError as exc:
+            raise UsageError(
+                f"not a valid run manifest ({_first_error(exc)})", path=str(manifest_path)
+            ) from None
+        if manifest.schema_version > SCHEMA_VERSION:
+            raise UsageError(
+                f"schema_version {manifest.schema_version} is newer than this evalkit reads",
+                path=str(manifest_path),
+            )
+    else:
+        manifest = RunManifest(
             run_id=run_dir.name,
             evalkit_version="?",
             tasks_dir="",
@@ -100,15 +199,7 @@ def _load_run(run_dir: Path) -> tuple[RunManifest, list[dict[str, Any]]]:
             workers=0,
             created_at="",
         )
-    )
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for _, line in iter_jsonl_lines(results_path):
-        try:
-            row = json.loads(line)  # plain json: 10x faster than model validation here
-        except json.JSONDecodeError:
-            continue  # a torn last line
-        latest[(row["model_name_or_path"], row["instance_id"])] = row
-    return manifest, list(latest.values())
+    return manifest, read_results(results_path)
 
 
 def _size(patch: str) -> tuple[int | None, int | None]:
@@ -137,176 +228,298 @@ def _load_tasks(manifests: Iterable[RunManifest]) -> dict[str, _Task]:
     return tasks
 
 
-def load(run_ids: list[str], runs_dir: Path) -> _Data:
+def frame_from_verdicts(rows: Iterable[tuple[str, Verdict]]) -> pd.DataFrame:
+    """One row per (run id, verdict), with ``resolved`` 1/0 for the agent's own results
+    and NaN for ``error`` results and infrastructure failures (never the agent's)."""
     import pandas as pd
 
+    pairs = list(rows)
+    verdicts = [v for _, v in pairs]
+    frame = pd.DataFrame(
+        {
+            "run_id": [r for r, _ in pairs],
+            "agent": [v.model_name_or_path for v in verdicts],
+            "instance_id": [v.instance_id for v in verdicts],
+            "status": [v.status.value for v in verdicts],
+            "infra": np.fromiter((v.infra_failure for v in verdicts), bool, len(verdicts)),
+            "tampered": np.fromiter(
+                (bool(v.tampered_files) for v in verdicts), bool, len(verdicts)
+            ),
+            "timed_out": np.fromiter((v.timed_out for v in verdicts), bool, len(verdicts)),
+        }
+    )
+    status = frame["status"].to_numpy()
+    task_error = (status == Status.ERROR.value) & ~frame["infra"].to_numpy()
+    frame["task_error"] = task_error
+    resolved = (status == Status.RESOLVED.value).astype(float)
+    resolved[frame["infra"].to_numpy() | (status == Status.ERROR.value)] = np.nan
+    frame["resolved"] = resolved
+    return frame
+
+
+def load(run_ids: list[str], runs_dir: Path) -> _Data:
     if not run_ids:
         raise UsageError("give at least one run id")
-    frames = []
+    if len(set(run_ids)) != len(run_ids):
+        raise UsageError(f"a run id is given twice: {run_ids}")
     manifests = []
     run_dirs = {}
+    pairs: list[tuple[str, Verdict]] = []
     for run_id in run_ids:
-        manifest, rows = _load_run(runs_dir / run_id)
+        manifest, verdicts = _load_run(runs_dir / run_id)
         manifests.append(manifest)
         run_dirs[run_id] = runs_dir / run_id
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            continue
-        frame["run_id"] = run_id
-        frames.append(frame)
-    if not frames:
+        pairs.extend((run_id, v) for v in verdicts)
+    if not pairs:
         raise UsageError(f"no results in run(s) {run_ids}")
-    results = pd.concat(frames, ignore_index=True)
-    results = results.rename(columns={"model_name_or_path": "agent"})
-    results["resolved"] = (results["status"] == "resolved").astype(float)
-    results["infra"] = results["infra_failure"].fillna(False).astype(bool)
-    results["tampered"] = results["tampered_files"].map(lambda x: bool(x))
-    results.loc[results["infra"], "resolved"] = np.nan  # not the agent's result
+    results = frame_from_verdicts(pairs)
     tasks = _load_tasks(manifests)
     for iid in results["instance_id"].unique():
         tasks.setdefault(iid, _Task(iid, repo=iid.rsplit("-", 1)[0].replace("__", "/")))
-    return _Data(
-        results[
-            [
-                "run_id",
-                "agent",
-                "instance_id",
-                "status",
-                "resolved",
-                "infra",
-                "tampered",
-                "timed_out",
-            ]
-        ],
-        tasks,
-        manifests,
-        run_dirs,
-    )
+    return _Data(results, tasks, manifests, run_dirs)
 
 
 # --- tables -------------------------------------------------------------------
 
 
-def outcome_matrix(results: pd.DataFrame, agent: str) -> tuple[list[str], np.ndarray]:
-    """Tasks x repeats 0/1 matrix for one agent (NaN where infra failed or not run)."""
-    sub = results[results["agent"] == agent]
-    pivot = sub.pivot_table(
-        index="instance_id", columns="run_id", values="resolved", aggfunc="first", dropna=False
-    )
-    return list(pivot.index), pivot.to_numpy(dtype=float)
+def per_task(results: pd.DataFrame) -> pd.DataFrame:
+    """(agent, instance_id) -> resolved runs and graded runs, over the agent's own results."""
+    graded = results[results["resolved"].notna()]
+    table = graded.groupby(["agent", "instance_id"], sort=False)["resolved"].agg(["sum", "count"])
+    return table.rename(columns={"sum": "resolved", "count": "graded"})
 
 
-def headline(data: _Data, rows: list[PublicScore], model_map: dict[str, str]) -> pd.DataFrame:
+def rank_agents(results: pd.DataFrame, counts: pd.DataFrame) -> list[str]:
+    """Agents by rate, best first (ties by name)."""
+    means = (counts["resolved"] / counts["graded"]).groupby(level="agent").mean()
+    agents = sorted(results["agent"].unique(), key=natural_key)
+    return sorted(agents, key=lambda a: -float(means.get(a, -1.0)))
+
+
+@dataclass(frozen=True)
+class GapVerdict:
+    """Internal rate minus public numbers on one benchmark."""
+
+    row: PublicScore
+    gap: stats.Interval
+    spread: list[PublicScore]
+    """Every public row for this model on this benchmark and split (harness spread)."""
+    significant: bool
+    """The gap's interval excludes 0, with the same sign, against every harness's number."""
+    direction: str
+
+    @property
+    def verdict_text(self) -> str:
+        return {
+            "below": "reliably below",
+            "above": "reliably above",
+            "depends on the harness": "depends on the harness:",
+        }.get(self.direction, "not distinguishable from")
+
+    @property
+    def spread_low(self) -> float:
+        return min(r.score_pct for r in self.spread)
+
+    @property
+    def spread_high(self) -> float:
+        return max(r.score_pct for r in self.spread)
+
+
+def gap_verdict(
+    ci: stats.Interval, rows: list[PublicScore], model: str, bench: str
+) -> GapVerdict | None:
+    found = candidates(rows, model, bench)
+    if not found or math.isnan(ci.estimate):
+        return None
+    best = found[0]
+    spread = [r for r in found if r.split == best.split]
+    gaps = [stats.gap_interval(ci, r.score_pct, r.public_n or 500) for r in spread]
+    below = all(g.high < 0 for g in gaps)
+    above = all(g.low > 0 for g in gaps)
+    main = stats.gap_interval(ci, best.score_pct, best.public_n or 500)
+    if below or above:
+        direction = "below" if below else "above"
+    elif main.high < 0 or main.low > 0:
+        direction = "depends on the harness"
+    else:
+        direction = "not distinguishable"
+    return GapVerdict(best, main, spread, below or above, direction)
+
+
+def headline(
+    data: _Data,
+    rows: list[PublicScore],
+    model_map: dict[str, str],
+    ranked: list[str],
+    counts: pd.DataFrame,
+) -> tuple[pd.DataFrame, dict[str, dict[str, GapVerdict]]]:
     import pandas as pd
 
     records = []
-    for i, agent in enumerate(sorted(data.results["agent"].unique())):
-        sub = data.results[data.results["agent"] == agent]
-        _, matrix = outcome_matrix(data.results, agent)
-        ci = stats.rate_interval(matrix, seed=i)
-        graded = int((~np.isnan(matrix)).sum())
+    gaps: dict[str, dict[str, GapVerdict]] = {}
+    by_agent = data.results.groupby("agent", sort=False)
+    have = set(counts.index.unique(level="agent"))
+    for agent in ranked:
+        sub = by_agent.get_group(agent)
+        mine = counts.loc[agent] if agent in have else None
+        shares = (
+            (mine["resolved"] / mine["graded"]).to_numpy() if mine is not None else np.array([])
+        )
+        graded_runs = int(mine["graded"].sum()) if mine is not None else 0
+        ci = stats.clustered_rate(shares, graded_runs)
         target = model_map.get(agent, agent)
         record: dict[str, Any] = {
             "agent": agent,
             "runs": int(sub["run_id"].nunique()),
             "tasks": int(sub["instance_id"].nunique()),
-            "graded_results": graded,
-            "resolved_results": int(np.nansum(matrix)),
+            "graded_tasks": int(shares.size),
+            "graded_runs": graded_runs,
+            "resolved_runs": int(mine["resolved"].sum()) if mine is not None else 0,
             "infra_failures": int(sub["infra"].sum()),
+            "task_errors": int(sub["task_error"].sum()),
             "rate": ci.estimate,
             "ci_low": ci.low,
             "ci_high": ci.high,
             "matched_model": "",
         }
+        gaps[agent] = {}
         for label, bench in (("verified", VERIFIED), ("pro", PRO)):
-            score = best_score(rows, target, bench)
-            if score is not None:
-                record["matched_model"] = score.model
-                public = score.score_pct / 100
-                record.update(
-                    {
-                        f"{label}_pct": score.score_pct,
-                        f"{label}_evidence": score.evidence,
-                        f"{label}_system": score.system,
-                        f"{label}_date": score.date,
-                        f"{label}_source": score.source_url,
-                        f"{label}_split": score.split,
-                        # The public number is treated as fixed: the interval is ours only.
-                        f"gap_{label}": ci.estimate - public,
-                        f"gap_{label}_low": ci.low - public,
-                        f"gap_{label}_high": ci.high - public,
-                    }
-                )
+            verdict = gap_verdict(ci, rows, target, bench)
+            if verdict is None:
+                continue
+            gaps[agent][label] = verdict
+            score = verdict.row
+            record["matched_model"] = record["matched_model"] or score.model
+            record.update(
+                {
+                    f"{label}_pct": score.score_pct,
+                    f"{label}_n": score.public_n,
+                    f"{label}_evidence": score.evidence,
+                    f"{label}_reliability": score.reliability,
+                    f"{label}_system": score.system,
+                    f"{label}_date": score.date,
+                    f"{label}_source": score.source_url,
+                    f"{label}_split": score.split,
+                    f"{label}_harnesses": len(verdict.spread),
+                    f"{label}_spread_low": verdict.spread_low,
+                    f"{label}_spread_high": verdict.spread_high,
+                    f"gap_{label}": verdict.gap.estimate,
+                    f"gap_{label}_low": verdict.gap.low,
+                    f"gap_{label}_high": verdict.gap.high,
+                    f"gap_{label}_significant": verdict.significant,
+                    f"gap_{label}_direction": verdict.direction,
+                }
+            )
         records.append(record)
-    return pd.DataFrame(records)
+    return pd.DataFrame(records), gaps
 
 
-def _per_task_majority(results: pd.DataFrame, agent: str) -> pd.Series:
-    sub = results[(results["agent"] == agent) & results["resolved"].notna()]
-    return sub.groupby("instance_id")["resolved"].mean()
-
-
-def pairwise(results: pd.DataFrame) -> pd.DataFrame:
-    """Exact McNemar on tasks both agents were graded on (majority outcome per task)."""
+def pairwise(
+    results: pd.DataFrame,
+    ranked: list[str] | None = None,
+    counts: pd.DataFrame | None = None,
+    *,
+    intervals: bool = True,
+) -> pd.DataFrame:
+    """Every pair (higher-ranked agent first): a paired test of the mean per-task
+    difference on the tasks both were graded on, Holm-adjusted across all pairs."""
     import pandas as pd
 
-    agents = sorted(results["agent"].unique())
-    majority = {a: _per_task_majority(results, a) for a in agents}
-    records = []
-    for i, a in enumerate(agents):
-        for b in agents[i + 1 :]:
-            common = majority[a].index.intersection(majority[b].index)
-            if common.empty:
+    counts = per_task(results) if counts is None else counts
+    ranked = rank_agents(results, counts) if ranked is None else ranked
+    shares = (counts["resolved"] / counts["graded"]).unstack("agent")
+    scale = stats.lattice(counts["graded"].to_numpy())
+    matrix = shares.reindex(columns=ranked).to_numpy(dtype=float)
+    single = bool((counts["graded"] == 1).all())
+    records: list[dict[str, Any]] = []
+    diffs: list[np.ndarray] = []
+    for i, a in enumerate(ranked):
+        for j in range(i + 1, len(ranked)):
+            d = matrix[:, i] - matrix[:, j]
+            shared = ~np.isnan(d)
+            if not shared.any():
                 continue
-            ra = (majority[a][common] >= 0.5).to_numpy(dtype=float)
-            rb = (majority[b][common] >= 0.5).to_numpy(dtype=float)
-            only_a = int(((ra == 1) & (rb == 0)).sum())
-            only_b = int(((ra == 0) & (rb == 1)).sum())
-            p = stats.mcnemar_exact(only_a, only_b)
-            diff = stats.paired_difference(ra, rb, seed=i)
-            if p < 0.05:
-                winner, loser = (a, b) if diff.estimate > 0 else (b, a)
-                verdict = f"{winner} beats {loser} (p = {p:.3g})"
-            else:
-                verdict = f"no significant difference (p = {p:.2g}); do not rank these two"
+            dd = d[shared]
             records.append(
                 {
                     "agent_a": a,
-                    "agent_b": b,
-                    "tasks": int(common.size),
-                    "only_a_resolved": only_a,
-                    "only_b_resolved": only_b,
-                    "difference": diff.estimate,
-                    "diff_low": diff.low,
-                    "diff_high": diff.high,
-                    "mcnemar_p": p,
-                    "conclusion": verdict,
+                    "agent_b": ranked[j],
+                    "tasks": int(shared.sum()),
+                    "a_better_tasks": int((dd > 0).sum()),
+                    "b_better_tasks": int((dd < 0).sum()),
+                    "difference": float(dd.mean()),
+                    "p": stats.signflip_pvalue(dd, scale, seed=len(records)),
                 }
             )
-    return pd.DataFrame(records)
+            diffs.append(d)
+    adjusted = stats.holm([r["p"] for r in records])
+    if intervals and records:
+        cis = stats.signflip_intervals(np.column_stack(diffs), seed=1)
+    else:
+        cis = [stats.NAN_INTERVAL] * len(records)
+    family = len(records)
+    mdd_cache: dict[tuple[int, float], float | None] = {}
+    for record, p_adj, ci in zip(records, adjusted, cis, strict=True):
+        record["p_holm"] = p_adj
+        record["diff_low"], record["diff_high"] = ci.low, ci.high
+        record["test"] = "exact McNemar" if single else "paired sign-flip permutation (exact)"
+        record["significant"] = p_adj < stats.ALPHA
+        if record["significant"]:
+            winner, loser = (
+                (record["agent_a"], record["agent_b"])
+                if record["difference"] > 0
+                else (record["agent_b"], record["agent_a"])
+            )
+            record["conclusion"] = f"{winner} beats {loser} (Holm-adjusted p {fmt_p(p_adj)})"
+        else:
+            record["conclusion"] = (
+                f"no reliable difference (Holm-adjusted p {fmt_p(p_adj)}); do not rank these two"
+            )
+        if intervals:
+            for key, alpha in (("mdd", stats.ALPHA), ("mdd_family", stats.ALPHA / family)):
+                cache_key = (record["tasks"], alpha)
+                if cache_key not in mdd_cache:
+                    mdd_cache[cache_key] = stats.minimum_detectable_difference(
+                        record["tasks"], alpha=alpha
+                    )
+                value = mdd_cache[cache_key]
+                record[key] = math.nan if value is None else value
+    frame = pd.DataFrame(records)
+    if len(frame):
+        frame = frame.rename(columns={"p": "p_raw"})
+    return frame
 
 
-def repeats(results: pd.DataFrame) -> pd.DataFrame:
+def repeats(results: pd.DataFrame, ranked: list[str], counts: pd.DataFrame) -> pd.DataFrame:
+    """pass@k and pass^k per agent, each task with its own number of graded runs (tasks
+    with fewer than k graded runs leave pass@k); pass@1 is the headline rate."""
     import pandas as pd
 
     records = []
-    for agent in sorted(results["agent"].unique()):
-        _, matrix = outcome_matrix(results, agent)
-        k = matrix.shape[1]
-        if k < 2:
+    runs_per_agent = results.groupby("agent")["run_id"].nunique()
+    have = set(counts.index.unique(level="agent"))
+    for agent in ranked:
+        k = int(runs_per_agent[agent])
+        if k < 2 or agent not in have:
             continue
-        full = matrix[~np.isnan(matrix).any(axis=1)]
-        record: dict[str, Any] = {"agent": agent, "runs": k, "tasks_in_all_runs": len(full)}
-        successes = full.sum(axis=1).astype(int)
+        mine = counts.loc[agent]
+        n_runs = mine["graded"].to_numpy(dtype=int)
+        c_runs = mine["resolved"].to_numpy(dtype=int)
+        record: dict[str, Any] = {"agent": agent, "runs": k, "graded_tasks": int(n_runs.size)}
+        # Both estimators depend only on a task's (runs, successes): one value per pair.
+        combos, weight = np.unique(np.stack([n_runs, c_runs]), axis=1, return_counts=True)
         for j in range(1, k + 1):
-            # Both estimators depend only on a task's success count: one table per k.
-            at = np.array([stats.pass_at_k(k, c, j) for c in range(k + 1)])
-            hat = np.array([stats.pass_hat_k(k, c, j) for c in range(k + 1)])
-            record[f"pass@{j}"] = float(at[successes].mean()) if len(full) else math.nan
-            record[f"pass^{j}"] = float(hat[successes].mean()) if len(full) else math.nan
-        graded = (~np.isnan(matrix)).sum(axis=1)
-        ones = np.nansum(matrix, axis=1)
-        flips = np.where(graded >= 2, np.minimum(ones, graded - ones) / np.maximum(graded, 1), 0)
+            ok = combos[0] >= j
+            if not ok.any():
+                record[f"pass@{j}"] = record[f"pass^{j}"] = math.nan
+                continue
+            at = [stats.pass_at_k(int(n), int(c), j) for n, c in combos[:, ok].T]
+            hat = [stats.pass_hat_k(int(n), int(c), j) for n, c in combos[:, ok].T]
+            record[f"pass@{j}"] = float(np.average(at, weights=weight[ok]))
+            record[f"pass^{j}"] = float(np.average(hat, weights=weight[ok]))
+        flips = np.where(
+            n_runs >= 2, np.minimum(c_runs, n_runs - c_runs) / np.maximum(n_runs, 1), 0
+        )
         record["mean_flip_rate"] = float(np.mean(flips)) if len(flips) else 0.0
         record["tasks_that_flip"] = int((flips > 0).sum())
         records.append(record)
@@ -319,50 +532,70 @@ def _bucket(lines: int | None) -> str:
     return next(label for limit, label in SIZE_BUCKETS if lines <= limit)
 
 
-def breakdowns(data: _Data, cutoffs: dict[str, str]) -> pd.DataFrame:
-    """Resolve rate per agent by repository, gold-patch size and training cutoff."""
+CUTOFF_ORDER = ["before cutoff (may be in training data)", "after cutoff", "no cutoff given"]
+
+
+def breakdowns(
+    data: _Data, cutoffs: dict[str, str], ranked: list[str], counts: pd.DataFrame
+) -> pd.DataFrame:
+    """Rate per agent by repository, gold-patch size and training cutoff; intervals are
+    clustered by task like the headline's (repeats of a task are not more tasks)."""
     import pandas as pd
 
-    frame = data.results[data.results["resolved"].notna()].copy()
+    frame = counts.reset_index()
+    frame["share"] = frame["resolved"] / frame["graded"]
     frame["repo"] = frame["instance_id"].map(lambda i: data.tasks[i].repo or "unknown")
     frame["size"] = frame["instance_id"].map(lambda i: _bucket(data.tasks[i].lines_changed))
     norm_cutoffs = {normalize(k): v for k, v in cutoffs.items()}
-    agent_cut = {
-        a: cutoffs.get(a) or norm_cutoffs.get(normalize(a)) or "" for a in frame["agent"].unique()
-    }
+    agent_cut = {a: cutoffs.get(a) or norm_cutoffs.get(normalize(a)) or "" for a in ranked}
     created = frame["instance_id"].map(lambda i: data.tasks[i].created_at[:10])
-    cut = frame["agent"].map(agent_cut)
+    cut = frame["agent"].map(agent_cut).fillna("")
     frame["cutoff"] = np.where(
         (cut == "") | (created == ""),
-        "no cutoff given",
-        np.where(created > cut, "after cutoff", "before cutoff (may be in training data)"),
+        CUTOFF_ORDER[2],
+        np.where(created > cut, CUTOFF_ORDER[1], CUTOFF_ORDER[0]),
     )
+    rank_of = {a: i for i, a in enumerate(ranked)}
     records = []
     for dimension in ("repo", "size", "cutoff"):
-        grouped = frame.groupby(["agent", dimension])["resolved"].agg(["sum", "count"])
-        for (agent, value), row in grouped.iterrows():
-            ci = stats.wilson(int(row["sum"]), int(row["count"]))
-            records.append(
+        order: dict[str, int] = (
+            {g: i for i, g in enumerate(SIZE_ORDER)}
+            if dimension == "size"
+            else {g: i for i, g in enumerate(CUTOFF_ORDER)}
+            if dimension == "cutoff"
+            else {}
+        )
+        groups = []
+        for (agent, value), sub in frame.groupby(["agent", dimension], sort=False):
+            ci = stats.clustered_rate(sub["share"].to_numpy(), int(sub["graded"].sum()))
+            groups.append(
                 {
                     "dimension": dimension,
                     "group": value,
                     "agent": agent,
-                    "resolved": int(row["sum"]),
-                    "graded": int(row["count"]),
+                    "graded_tasks": len(sub),
+                    "graded_runs": int(sub["graded"].sum()),
+                    "resolved_runs": int(sub["resolved"].sum()),
                     "rate": ci.estimate,
                     "ci_low": ci.low,
                     "ci_high": ci.high,
                 }
             )
+        groups.sort(
+            key=lambda g: (
+                order.get(g["group"], len(order)),
+                natural_key(str(g["group"])),
+                rank_of.get(g["agent"], 0),
+            )
+        )
+        records.extend(groups)
     return pd.DataFrame(records)
 
 
-def matrix_table(data: _Data) -> pd.DataFrame:
-    """Task x agent cell: the commonest status across runs (``tampered`` when the patch
-    edited tests and never resolved), plus ``k/n`` resolved runs when runs repeat.
-
-    Vectorised: a report over 2,000 tasks x 20 agents x 3 runs must take seconds.
-    """
+def matrix_table(data: _Data, ranked: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Task x agent cells: the commonest status across runs (``tampered`` when the patch
+    edited tests and never resolved), plus ``k/n`` resolved runs when runs repeat; and the
+    share of runs resolved (for sorting). Tasks in natural order, agents ranked."""
     frame = data.results
     keys = ["instance_id", "agent"]
     counts = frame.groupby([*keys, "status"]).size().rename("n").reset_index()
@@ -375,7 +608,10 @@ def matrix_table(data: _Data) -> pd.DataFrame:
     cell = top.astype(str).where(~(tampered & (resolved == 0)), "tampered")
     repeated = runs > 1
     cell = cell.where(~repeated, cell + " " + resolved.astype(str) + "/" + runs.astype(str))
-    return cell.unstack("agent").fillna("—").sort_index()
+    order = sorted(frame["instance_id"].unique(), key=natural_key)
+    cells = cell.unstack("agent").reindex(index=order, columns=ranked).fillna("—")
+    share = (resolved / runs).unstack("agent").reindex(index=order, columns=ranked)
+    return cells, share
 
 
 @dataclass(frozen=True)
@@ -390,8 +626,8 @@ class PublicPair:
 
 
 def public_reference(rows: list[PublicScore], limit: int = 12) -> list[PublicPair]:
-    """Models with a standardized-scaffold number on both Verified and Pro: the
-    like-for-like public gap, as context for the internal one."""
+    """Models with a standardized-scaffold number on both Verified and Pro, as context
+    for the internal gap. The two scaffolds differ (each board runs its own)."""
     models = {r.model for r in rows if r.evidence == "standardized_scaffold"}
     pairs: list[PublicPair] = []
     for model in models:
@@ -407,11 +643,111 @@ def public_reference(rows: list[PublicScore], limit: int = 12) -> list[PublicPai
     return pairs[:limit]
 
 
+# --- the answer ---------------------------------------------------------------
+
+
+def _pct(value: float) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value * 100:.1f}%"
+
+
+def pd_isna(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_p(value: float) -> str:
+    """A p-value for reading: two significant digits, floored where float error starts."""
+    return "< 1e-10" if value < 1e-10 else f"= {value:.2g}"
+
+
+def _pts(value: float) -> str:
+    return f"{value * 100:+.1f} pts"
+
+
+def verdicts(
+    head: pd.DataFrame, pairs: pd.DataFrame, gaps: dict[str, dict[str, GapVerdict]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The plain-language answer: one summary paragraph and one line per agent."""
+    agents = list(head["agent"])
+    leader = agents[0]
+    by_pair: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in pairs.to_dict("records") if len(pairs) else []:
+        by_pair[(p["agent_a"], p["agent_b"])] = p
+        by_pair[(p["agent_b"], p["agent_a"])] = p
+    rows = []
+    beaten, tied = [], []
+    for record in head.to_dict("records"):
+        agent = record["agent"]
+        line: dict[str, Any] = {"agent": agent, "record": record, "gaps": gaps.get(agent, {})}
+        if agent == leader:
+            line["versus"] = "highest rate" if len(agents) > 1 else "only agent"
+            line["kind"] = "best"
+        else:
+            pair = by_pair.get((leader, agent))
+            if pair is None:
+                line["versus"] = f"no shared tasks with {leader}"
+                line["kind"] = "unknown"
+            elif pair["significant"] and pair["difference"] > 0:
+                line["versus"] = (
+                    f"reliably below #1: {_pts(-pair['difference'])} "
+                    f"(Holm-adjusted p {fmt_p(pair['p_holm'])})"
+                )
+                line["kind"] = "below"
+                beaten.append(agent)
+            else:
+                line["versus"] = (
+                    f"not distinguishable from #1: {_pts(-pair['difference'])} "
+                    f"on {pair['tasks']} shared tasks (Holm-adjusted p {fmt_p(pair['p_holm'])})"
+                )
+                line["kind"] = "tie"
+                tied.append(agent)
+        rows.append(line)
+    top = head.iloc[0]
+    summary = (
+        f"{leader} has the highest rate: {_pct(top['rate'])} "
+        f"(95% CI {_pct(top['ci_low'])} – {_pct(top['ci_high'])}) on {top['graded_tasks']} tasks."
+    )
+    if len(agents) == 1:
+        summary = (
+            f"One agent: {leader} resolves {_pct(top['rate'])} of these tasks "
+            f"(95% CI {_pct(top['ci_low'])} – {_pct(top['ci_high'])})."
+        )
+    elif not tied:
+        summary += f" It reliably beats every other agent ({len(beaten)})."
+    elif not beaten:
+        summary += (
+            " It cannot be reliably told apart from any other agent: with this many tasks, "
+            "do not rank them."
+        )
+    else:
+        summary += (
+            f" It reliably beats {len(beaten)} of the others, but cannot be told apart from "
+            f"{', '.join(tied[:5])}{' …' if len(tied) > 5 else ''}."
+        )
+    return summary, rows
+
+
 # --- charts (inline SVG, escaped by construction) -----------------------------
 
 
 def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """Round tick values (multiples of 1, 2, 5, 10, 20 or 25 points) covering [lo, hi]."""
+    span = max(hi - lo, 1e-9)
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5):
+        if span / step <= 8:
+            break
+    first = math.floor(lo / step + 1e-9) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 1e-6:
+        ticks.append(round(value, 6))
+        value += step
+    if ticks[-1] < hi - 1e-9:
+        ticks.append(round(ticks[-1] + step, 6))
+    return ticks
 
 
 def bar_chart(
@@ -424,64 +760,116 @@ def bar_chart(
     title: str,
     signed: bool = False,
 ) -> str:
-    """Horizontal bars with 95% error bars; optional public-number markers per row."""
-    width, left, row_h = 760, 290, 26
+    """Horizontal bars with 95% error bars; optional public-number markers under each bar.
+
+    The label column is as wide as the longest label, so nothing is cut off.
+    """
+    row_h = 26 if len(labels) <= 40 else 20
+    left = int(min(max([len(x) for x in labels] + [10]) * 6.9 + 18, 620))
+    plot = 460
+    width = left + plot + 24
     height = 40 + row_h * max(len(labels), 1) + 30
-    lo_v = min([0.0, *[x for x in lows if not math.isnan(x)]]) if signed else 0.0
-    hi_v = max([1.0 if not signed else 0.0, *[x for x in highs if not math.isnan(x)]])
+    finite_lo = [x for x in lows if not math.isnan(x)]
+    finite_hi = [x for x in highs if not math.isnan(x)]
+    if signed:
+        ticks = _ticks(min([0.0, *finite_lo]), max([0.0, *finite_hi]))
+    else:
+        ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    lo_v, hi_v = ticks[0], ticks[-1]
     span = (hi_v - lo_v) or 1.0
 
     def x(v: float) -> float:
-        return left + (v - lo_v) / span * (width - left - 20)
+        return left + (min(max(v, lo_v), hi_v) - lo_v) / span * plot
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" role="img" '
         f'aria-label="{_esc(title)}" xmlns="http://www.w3.org/2000/svg">',
-        f'<text x="{left}" y="18" class="ct">{_esc(title)}</text>',
+        f'<text x="8" y="18" class="ct">{_esc(title)}</text>',
     ]
     zero = x(0.0)
-    for tick in np.linspace(lo_v, hi_v, 6):
-        tx = x(float(tick))
+    for tick in ticks:
+        tx = x(tick)
+        text = f"{tick * 100:+.0f}%" if signed and abs(tick) > 1e-9 else f"{abs(tick) * 100:.0f}%"
         parts.append(
-            f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
-            f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:+.0f}%</text>'
-            if signed
-            else f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" class="grid"/>'
-            f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{tick * 100:.0f}%</text>'
+            f'<line x1="{tx:.1f}" y1="28" x2="{tx:.1f}" y2="{height - 26}" '
+            f'class="{"axis" if signed and tick == 0 else "grid"}"/>'
+            f'<text x="{tx:.1f}" y="{height - 10}" class="tick">{text}</text>'
         )
     colors = {"verified": "#d97706", "pro": "#7c3aed"}
     for i, label in enumerate(labels):
         y = 34 + i * row_h
         v, lo, hi = values[i], lows[i], highs[i]
-        short = label if len(label) <= 44 else label[:43] + "…"
-        parts.append(f'<text x="{left - 8}" y="{y + 14}" class="lbl">{_esc(short)}</text>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y + row_h / 2 + 2:.1f}" class="lbl">{_esc(label)}</text>'
+        )
         if math.isnan(v):
             continue
         x0, x1 = sorted((zero, x(v)))
+        bar_h = row_h - 12
         parts.append(
             f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" '
-            f'height="{row_h - 10}" class="{"neg" if v < 0 else "bar"}">'
+            f'height="{bar_h}" class="{"neg" if v < 0 else "bar"}">'
             f"<title>{_esc(label)}: {v * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f})"
             f"</title></rect>"
         )
         if not math.isnan(lo):
-            yc = y + row_h / 2 - 2
+            yc = y + 3 + bar_h / 2
             parts.append(
                 f'<line x1="{x(lo):.1f}" y1="{yc:.1f}" x2="{x(hi):.1f}" y2="{yc:.1f}" '
-                f'class="err"/><line x1="{x(lo):.1f}" y1="{yc - 5:.1f}" x2="{x(lo):.1f}" '
-                f'y2="{yc + 5:.1f}" class="err"/><line x1="{x(hi):.1f}" y1="{yc - 5:.1f}"'
-                f' x2="{x(hi):.1f}" y2="{yc + 5:.1f}" class="err"/>'
+                f'class="err"/><line x1="{x(lo):.1f}" y1="{yc - 4:.1f}" x2="{x(lo):.1f}" '
+                f'y2="{yc + 4:.1f}" class="err"/><line x1="{x(hi):.1f}" y1="{yc - 4:.1f}"'
+                f' x2="{x(hi):.1f}" y2="{yc + 4:.1f}" class="err"/>'
             )
         for name, points in (markers or {}).items():
             point = points[i]
             if point is not None:
+                # Under the bar, so it never hides the bar's end.
+                px, py = x(point), y + row_h - 5
                 parts.append(
-                    f'<circle cx="{x(point):.1f}" cy="{y + row_h / 2 - 2:.1f}" r="5" '
-                    f'fill="{colors.get(name, "#000")}"><title>public {_esc(name)}: '
-                    f"{point * 100:.1f}%</title></circle>"
+                    f'<path d="M{px:.1f} {py - 5:.1f} L{px + 4:.1f} {py:.1f} L{px - 4:.1f} '
+                    f'{py:.1f} Z" fill="{colors.get(name, "#000")}"><title>public {_esc(name)}: '
+                    f"{point * 100:.1f}%</title></path>"
                 )
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --- tables on disk -------------------------------------------------------------
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+    CR first) get a leading apostrophe; numbers are left alone."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    out = frame.copy()
+    for column in out.columns:
+        dtype = out[column].dtype
+        if is_object_dtype(dtype):  # mixed values: only the strings
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+            )
+        elif is_string_dtype(dtype):  # vectorised: the results table has 100,000s of cells
+            text = out[column]
+            risky = text.str.startswith(_FORMULA_START).fillna(False).astype(bool)
+            if risky.any():
+                out[column] = text.where(~risky, "'" + text)
+    return out
+
+
+def write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tables_dir.glob("*"):
+        if stale.suffix in (".csv", ".json", ".gz") and stale.is_file():
+            stale.unlink()
+    for name, frame in tables.items():
+        neutralize_formulas(frame).to_csv(
+            tables_dir / f"{name}.csv.gz",
+            index=False,
+            compression={"method": "gzip", "compresslevel": 1, "mtime": 0},
+        )
+        if name in SUMMARY_TABLES:
+            frame.to_json(tables_dir / f"{name}.json", orient="records", indent=1)
 
 
 # --- rendering ----------------------------------------------------------------
@@ -495,8 +883,59 @@ def _fmt_pct(value: Any) -> str:
     return "—" if math.isnan(v) else f"{v * 100:.1f}%"
 
 
+def _fmt_pts(value: Any) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(v) else f"{v * 100:+.1f}"
+
+
 def _rel(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+
+
+_ENV: Any = None
+
+
+def _environment() -> Any:
+    global _ENV
+    if _ENV is None:
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+        env = Environment(
+            loader=FileSystemLoader(Path(__file__).parent / "templates"),
+            autoescape=select_autoescape(["html", "j2"], default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters["pct"] = _fmt_pct
+        env.filters["pts"] = _fmt_pts
+        env.filters["safe_url"] = safe_url
+        env.filters["p"] = fmt_p
+        _ENV = env
+    return _ENV
+
+
+def _mdd_sentence(n: int, family: int) -> str:
+    single = stats.minimum_detectable_difference(n)
+    if single is None:
+        return (
+            f"With {n} shared tasks no difference between two agents can be detected: even "
+            "an agent that resolves every task and one that resolves none would not reach "
+            "p < 0.05. Add tasks before ranking agents."
+        )
+    text = (
+        f"With {n} shared tasks, two agents must differ by about {single * 100:.0f} points "
+        "to be detected reliably (80% power, α = 0.05, agents near 50%)"
+    )
+    if family > 1:
+        strict = stats.minimum_detectable_difference(n, alpha=stats.ALPHA / family)
+        text += f"; after the correction for {family} comparisons, " + (
+            f"about {strict * 100:.0f} points" if strict is not None else "no difference at all"
+        )
+    return text + ". Smaller true differences are not noise; they are undetectable here."
 
 
 def build_report(
@@ -509,58 +948,73 @@ def build_report(
     cutoffs: dict[str, str] | None = None,
 ) -> ReportResult:
     """Write the HTML gap report for ``run_ids`` to ``out``, and its tables beside it."""
-    import pandas as pd
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
     from markupsafe import Markup
 
     cutoffs = cutoffs or {}
     for model, date in cutoffs.items():
-        if not (len(date) >= 7 and date[:4].isdigit()):
+        if not re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", date):
             raise UsageError(f"--cutoff {model}={date}: the date must look like YYYY-MM-DD")
     data = load(run_ids, runs_dir)
     rows = load_leaderboard(leaderboard)
     mapping = load_model_map(model_map)
-    head = headline(data, rows, mapping)
-    pairs = pairwise(data.results)
-    reps = repeats(data.results)
-    breaks = breakdowns(data, cutoffs)
-    matrix = matrix_table(data)
+    counts = per_task(data.results)
+    ranked = rank_agents(data.results, counts)
+    head, gaps = headline(data, rows, mapping, ranked, counts)
+    pairs = pairwise(data.results, ranked, counts)
+    reps = repeats(data.results, ranked, counts)
+    breaks = breakdowns(data, cutoffs, ranked, counts)
+    matrix, shares = matrix_table(data, ranked)
+    summary, lines = verdicts(head, pairs, gaps)
+
+    warnings: list[str] = []
+    unmatched = [r["agent"] for r in head.to_dict("records") if not r["matched_model"]]
+    for agent in unmatched:
+        close = near_misses(rows, mapping.get(agent, agent))
+        if close:
+            warnings.append(
+                f"{agent}: no public row has exactly this model name; close names: "
+                f"{', '.join(close)}. These are other models or versions unless you map "
+                "the agent with --model-map."
+            )
+    hashes = {m.tasks_sha256 for m in data.manifests if m.tasks_sha256}
+    if len(hashes) > 1:
+        warnings.append(
+            "These runs used different task sets (different task-set hashes): agents are "
+            "compared only on the tasks they share."
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tables_dir = out.with_name(out.stem + "_tables")
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in (
-        ("headline", head),
-        ("pairwise", pairs),
-        ("repeats", reps),
-        ("breakdowns", breaks),
-        ("matrix", matrix.reset_index()),
-        ("results", data.results),
-    ):
-        frame.to_csv(tables_dir / f"{name}.csv", index=False)
-        frame.to_json(tables_dir / f"{name}.json", orient="records", indent=1)
+    write_tables(
+        tables_dir,
+        {
+            "headline": head,
+            "pairwise": pairs,
+            "repeats": reps,
+            "breakdowns": breaks,
+            "matrix": matrix.rename_axis("instance_id").reset_index(),
+            "results": data.results,
+        },
+    )
 
-    agents = list(head["agent"])
     n_tasks = len(matrix.index)
     markers = {
         label: [
-            (
-                float(r[f"{label}_pct"]) / 100
-                if f"{label}_pct" in head and not pd.isna(r.get(f"{label}_pct"))
-                else None
-            )
-            for _, r in head.iterrows()
+            (float(r[f"{label}_pct"]) / 100 if not pd_isna(r.get(f"{label}_pct")) else None)
+            for r in head.to_dict("records")
         ]
         for label in ("verified", "pro")
     }
+    any_public = any(v is not None for points in markers.values() for v in points)
     charts = {
         "headline": bar_chart(
-            agents,
+            ranked,
             list(head["rate"]),
             list(head["ci_low"]),
             list(head["ci_high"]),
-            markers,
-            title="Internal resolve rate, 95% CI (dots: public Verified / Pro)",
+            markers if any_public else None,
+            title="Resolve rate on your tasks, 95% CI"
+            + (" · ▲ public score: orange Verified, purple Pro" if any_public else ""),
         ),
     }
     for label, bench in (("verified", "Verified"), ("pro", "Pro")):
@@ -572,21 +1026,21 @@ def build_report(
                     list(have[f"gap_{label}"]),
                     list(have[f"gap_{label}_low"]),
                     list(have[f"gap_{label}_high"]),
-                    title=f"Transfer gap: internal minus public SWE-bench {bench}",
+                    title=f"Gap: your rate minus public SWE-bench {bench} "
+                    "(95% CI, both sides' error)",
                     signed=True,
                 )
-    breakdown_charts = []
+    breakdown_charts: list[tuple[Markup, int]] = []
     for dimension, frame in breaks.groupby("dimension", sort=False):
-        labels = [f"{a} · {g}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
-        breakdown_charts.append(
-            bar_chart(
-                labels,
-                list(frame["rate"]),
-                list(frame["ci_low"]),
-                list(frame["ci_high"]),
-                title=f"By {dimension}",
-            )
+        labels = [f"{g} · {a}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
+        chart = bar_chart(
+            labels,
+            list(frame["rate"]),
+            list(frame["ci_low"]),
+            list(frame["ci_high"]),
+            title=f"By {dimension}, 95% CI",
         )
+        breakdown_charts.append((Markup(chart), len(labels)))
 
     # Large sets keep the page small: per-run cells (patches, links) only for small ones.
     embed_patches = len(data.results) <= EMBED_PATCHES_MAX_CELLS
@@ -594,11 +1048,14 @@ def build_report(
     if embed_patches:
         for row in data.results.itertuples(index=False):
             by_task.setdefault(str(row.instance_id), []).append(row)
+    rank_of = {a: i for i, a in enumerate(ranked)}
     details = []
     for index, iid in enumerate(matrix.index):
         task = data.tasks[iid]
         cells = []
-        for row in sorted(by_task.get(iid, []), key=lambda r: (r.agent, r.run_id)):
+        for row in sorted(
+            by_task.get(iid, []), key=lambda r: (rank_of[r.agent], natural_key(r.run_id))
+        ):
             outputs = data.run_dirs[row.run_id] / model_dir_name(row.agent) / model_dir_name(iid)
             patch_path = outputs / PATCH_FILE
             has_patch = patch_path.is_file()
@@ -621,53 +1078,61 @@ def build_report(
                 "repo": task.repo,
                 "created_at": task.created_at,
                 "size": _bucket(task.lines_changed),
-                "problem": task.problem[:EMBED_TEXT_CAP] if n_tasks <= 500 else "",
+                "problem": task.problem[:EMBED_TEXT_CAP]
+                if n_tasks <= EMBED_PROBLEMS_MAX_TASKS
+                else "",
                 "cells": cells,
             }
         )
     anchors = {d["id"]: d["anchor"] for d in details}
-
-    env = Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=select_autoescape(["html", "j2"], default=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["pct"] = _fmt_pct
-    manifests = [m.model_dump() for m in data.manifests]
-    hashes = {m.tasks_sha256 for m in data.manifests if m.tasks_sha256}
-    page = env.get_template("report.html.j2").render(
-        title="evalkit gap report",
-        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        version=__version__,
-        head=head.to_dict("records"),
-        pairs=pairs.to_dict("records"),
-        reps=reps.to_dict("records"),
-        rep_columns=[c for c in reps.columns if c not in ("agent",)] if len(reps) else [],
-        breaks=breaks.to_dict("records"),
-        matrix_agents=list(matrix.columns),
-        matrix_rows=[(iid, anchors[iid], list(row)) for iid, row in matrix.iterrows()],
-        details=details,
-        charts={k: Markup(v) for k, v in charts.items()},
-        breakdown_charts=[Markup(c) for c in breakdown_charts],
-        mdd=stats.minimum_detectable_difference(n_tasks),
-        n_tasks=n_tasks,
-        manifests=manifests,
-        mixed_task_sets=len(hashes) > 1,
-        reference=public_reference(rows),
-        unmatched=[r["agent"] for r in head.to_dict("records") if not r["matched_model"]],
-        infra_total=int(data.results["infra"].sum()),
-        size_buckets=[label for _, label in SIZE_BUCKETS],
-        embed_patches=embed_patches,
-        cutoffs=cutoffs,
-        tables_dir=_rel(tables_dir, out.parent),
+    # The matrix body is built here, escaped by construction like the charts: 40,000
+    # cells through the template engine cost more than the rest of the page.
+    share_rows = shares.to_numpy(dtype=float)
+    body_rows = []
+    for i, (iid, row) in enumerate(zip(matrix.index, matrix.to_numpy(), strict=True)):
+        tds = "".join(
+            f'<td class="s-{_esc(cell.split(" ")[0])}" '
+            f'data-v="{"" if math.isnan(v) else f"{v:.4f}"}">{_esc(cell)}</td>'
+            for cell, v in zip(row, share_rows[i], strict=True)
+        )
+        body_rows.append(f'<tr><td><a href="#{anchors[iid]}">{_esc(iid)}</a></td>{tds}</tr>')
+    matrix_body = Markup("\n".join(body_rows))
+    typical_n = int(pairs["tasks"].mode().iloc[0]) if len(pairs) else n_tasks
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title="evalkit gap report",
+            generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            version=__version__,
+            summary=summary,
+            lines=lines,
+            head=head.to_dict("records"),
+            pairs=pairs.to_dict("records"),
+            family=len(pairs),
+            single_run=bool((counts["graded"] == 1).all()),
+            any_public=any_public,
+            reps=reps.to_dict("records"),
+            rep_columns=[c for c in reps.columns if c not in ("agent",)] if len(reps) else [],
+            breaks=breaks.to_dict("records"),
+            matrix_agents=list(matrix.columns),
+            matrix_body=matrix_body,
+            details=details,
+            charts={k: Markup(v) for k, v in charts.items()},
+            breakdown_charts=breakdown_charts,
+            mdd_sentence=_mdd_sentence(typical_n, len(pairs)),
+            n_tasks=n_tasks,
+            manifests=[m.model_dump() for m in data.manifests],
+            warnings=warnings,
+            reference=public_reference(rows),
+            unmatched=unmatched,
+            infra_total=int(data.results["infra"].sum()),
+            task_error_total=int(data.results["task_error"].sum()),
+            size_buckets=[label for _, label in SIZE_BUCKETS],
+            embed_patches=embed_patches,
+            cutoffs=cutoffs,
+            tables_dir=_rel(tables_dir, out.parent),
+        )
     )
     out.write_text(page, encoding="utf-8")
-    return ReportResult(
-        out,
-        tables_dir,
-        agents,
-        n_tasks,
-        [a for a in agents if a in [r for r in head[head["matched_model"] == ""]["agent"]]],
-    )
+    return ReportResult(out, tables_dir, ranked, n_tasks, unmatched, warnings, summary)

@@ -36,8 +36,15 @@ def write_tasks(root: Path, n: int, problem: str = "Something is broken") -> Pat
 
 
 def write_run(
-    runs: Path, run_id: str, tasks: Path, agents: dict[str, Outcome], repeat: int = 0
+    runs: Path,
+    run_id: str,
+    tasks: Path,
+    agents: dict[str, Outcome],
+    repeat: int = 0,
+    broken: frozenset[int] = frozenset(),
 ) -> None:
+    """``broken``: task indexes whose ``error`` is the task's (``infra_failure: false``, as
+    grading writes for a test patch that does not apply), not the infrastructure's."""
     ids = [
         json.loads(x)["instance_id"] for x in (tasks / "instances.jsonl").read_text().splitlines()
     ]
@@ -50,7 +57,7 @@ def write_run(
                     instance_id=iid,
                     model_name_or_path=agent,
                     status=status,
-                    infra_failure=status is Status.ERROR,
+                    infra_failure=status is Status.ERROR and index not in broken,
                     tampered_files=["tests/conftest.py"] if agent.endswith("cheat") else [],
                 )
             )

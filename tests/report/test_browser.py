@@ -91,3 +91,34 @@ def _chunks(data: bytes, kind: bytes) -> list[int]:
             offsets.append(pos)
         pos += 12 + length
     return offsets
+
+
+def test_matrix_sorts_tasks_naturally_and_cells_by_share_resolved(
+    chromium: str, tmp_path: Path
+) -> None:
+    tasks = write_tasks(tmp_path / "tasks", 24)
+    agents = {"a": lambda iid, i, r: Status.RESOLVED if r < i % 4 else Status.UNRESOLVED}
+    for r in range(3):
+        write_run(tmp_path / "runs", f"r{r}", tasks, agents, r)
+    page = build_report(
+        ["r0", "r1", "r2"], runs_dir=tmp_path / "runs", out=tmp_path / "report.html"
+    ).html_path
+    probe = (
+        "<script>var h = document.querySelectorAll('#matrix th');"
+        "function order(c){return Array.prototype.map.call("
+        "document.querySelectorAll('#matrix tbody tr'), function(r){"
+        "return r.cells[c].textContent;}).join('|');}"
+        "h[0].click(); h[0].click(); var tasks = order(0);"  # second click: descending
+        "h[1].click(); var cells = order(1);"
+        "document.body.setAttribute('data-tasks', tasks);"
+        "document.body.setAttribute('data-cells', cells);</script></body>"
+    )
+    probed = tmp_path / "probe.html"
+    probed.write_text(page.read_text().replace("</body>", probe))
+    dom = run(chromium, tmp_path, "--dump-dom", probed.as_uri()).stdout
+    tasks_order = dom.split('data-tasks="')[1].split('"')[0].split("|")
+    api = [t for t in tasks_order if t.startswith("acme__api")]
+    assert api[:3] == ["acme__api-23", "acme__api-21", "acme__api-19"]  # not 9, 7, 5, 3, 23
+    cells = dom.split('data-cells="')[1].split('"')[0].split("|")
+    resolved = [int(c.split(" ")[1].split("/")[0]) for c in cells]
+    assert resolved == sorted(resolved) and resolved[0] < resolved[-1]
