@@ -338,6 +338,19 @@ def build_pack(adapter: str, cache: Path, client: Any) -> Pack:
     return pack
 
 
+@pytest.fixture(scope="session")
+def npm() -> str:
+    """npm on the host (pack builds need it). Skips locally without it; fails under CI=true."""
+    from tests.conftest import IN_CI
+
+    path = shutil.which("npm")
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true but npm is not installed")
+        pytest.skip("npm is not installed")
+    return path
+
+
 @pytest.fixture
 def scratch_cache() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="ek-packs-") as tmp:
