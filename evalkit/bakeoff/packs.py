@@ -162,6 +162,8 @@ def ensure_pack(
     with _locked(root / f".{key}.lock"):
         if (final / MANIFEST_FILE).is_file():  # another process built it while we waited
             return Pack(key, final)
+        for stale in root.glob(f".build-{key}-*"):  # left by a build killed mid-way
+            _remove_tree(stale)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
         try:
             start = time.monotonic()

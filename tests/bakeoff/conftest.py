@@ -183,6 +183,7 @@ def run_agent(
     problem: str = PROBLEM,
     command: list[str] | None = None,
     tweak: Callable[[Invocation], Invocation] | None = None,
+    dead_gateway: bool = False,
 ) -> AgentRun:
     """One attempt, the way the runner will make it: real CLI, no network, scripted model."""
     adapter = get_adapter(adapter_name)
@@ -241,6 +242,8 @@ def run_agent(
         code, out = _exec(container, ["/usr/bin/python3", "-c", WRITE_FILES, payload])
         assert code == 0, out
         _wait_port(container)
+        if dead_gateway:  # the forwarder accepts, then finds nothing behind the socket
+            server.close()
         env = inv.env | {
             "HOME": HOME,
             "EVALKIT_PROBLEM_FILE": PROBLEM_FILE,
@@ -333,6 +336,19 @@ def build_pack(adapter: str, cache: Path, client: Any) -> Pack:
         f"(build {pack.manifest().build_seconds:.1f}s when first made)"
     )
     return pack
+
+
+@pytest.fixture(scope="session")
+def npm() -> str:
+    """npm on the host (pack builds need it). Skips locally without it; fails under CI=true."""
+    from tests.conftest import IN_CI
+
+    path = shutil.which("npm")
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true but npm is not installed")
+        pytest.skip("npm is not installed")
+    return path
 
 
 @pytest.fixture

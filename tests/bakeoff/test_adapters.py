@@ -489,3 +489,28 @@ def test_real_cli_counts_the_usage_the_server_reported(cli_run: AgentRun) -> Non
         assert traj["info"]["model_stats"]["api_calls"] == calls
     else:
         assert "Tokens: " in cli_run.text()  # aider only prints a rounded figure
+
+
+@pytest.mark.docker
+@pytest.mark.agents
+@pytest.mark.parametrize("name", ["claude-code", "codex", "mini-swe-agent"])
+def test_dead_gateway_fails_fast_and_claims_nothing_resolved(
+    name: str, docker_engine: Any, base_image: str, pack_cache: Any
+) -> None:
+    """The retry knobs hold: no multi-minute hang (Claude) or endless reconnect loop (Codex).
+
+    aider is left out: its retry budget is hard-coded (about 80 s, then exit 0 with no claim).
+    """
+    pack = build_pack(name, pack_cache, docker_engine)
+    run = run_agent(
+        docker_engine,
+        pack,
+        name,
+        SCRIPT,
+        {"README.md": "x\n"},
+        model=CLIS[name]["model"],
+        dead_gateway=True,
+    )
+    assert run.exit_code not in (0, None) and run.duration_s < 30, run.text()[-2000:]
+    assert run.adapter_claim().resolved is not True
+    assert run.diff == ""

@@ -69,7 +69,7 @@ def test_only_plain_registry_names_and_exact_versions(spec: PackSpec, tmp_path: 
 
 
 def test_npm_pack_is_built_once_read_only_with_a_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, npm: str
 ) -> None:
     logs: list[str] = []
     pack = ensure_pack(TINY_NPM, cache_dir=tmp_path, log=logs.append)
@@ -90,7 +90,9 @@ def test_npm_pack_is_built_once_read_only_with_a_manifest(
     assert again == pack and len([m for m in logs if m.startswith("installing")]) == 1
 
 
-def test_racing_ensures_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_racing_ensures_build_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, npm: str
+) -> None:
     calls: list[int] = []
     real = packs._build_npm
 
@@ -115,7 +117,12 @@ def test_racing_ensures_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(calls) == 1 and len(set(results)) == 1
 
 
-def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_failed_build_leaves_nothing_behind(tmp_path: Path, npm: str) -> None:
+    spec = TINY_NPM._replace(version="0.0.0-does-not-exist")
+    # Debris of an earlier build killed mid-way is cleared too.
+    stale = tmp_path / f".build-{pack_key(spec, None)}-killed"
+    (stale / "node_modules").mkdir(parents=True)
+    (stale / "node_modules").chmod(0o555)
     with pytest.raises(InfraError):
         ensure_pack(
             TINY_NPM._replace(version="0.0.0-does-not-exist"),
@@ -125,7 +132,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_missing_binary_fails_the_build(tmp_path: Path) -> None:
+def test_missing_binary_fails_the_build(tmp_path: Path, npm: str) -> None:
     with pytest.raises(InfraError, match="no file matches"):
         ensure_pack(
             TINY_NPM._replace(bins=(("x", "node_modules/nope/*"),)),
