@@ -470,8 +470,46 @@ def demo(
     )
     _print_summaries(outcome.summaries)
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
-    # 3. The gap report.
-    html = build_report(["demo"], runs_dir=runs_dir, out=Path("reports") / "demo.html").html_path
+    # 3. A bake-off: scripted agents run in sandboxes on the mined tasks, each claim
+    #    checked against the verified result.
+    from evalkit.bakeoff.agents import write_demo_config
+    from evalkit.bakeoff.config import load_config, make_run_options
+    from evalkit.bakeoff.records import BakeoffRunDir
+    from evalkit.bakeoff.runner import run_bakeoff
+    from evalkit.dataset import load_task_set
+
+    shutil.rmtree(runs_dir / "demo-bakeoff", ignore_errors=True)
+    shutil.rmtree(runs_dir / "demo-bakeoff.r1", ignore_errors=True)
+    config_path = write_demo_config(
+        mined, runs_dir / "demo-bakeoff-config", model_url="http://127.0.0.1:9"
+    )
+    config = load_config(config_path)
+    options = make_run_options(
+        config,
+        run_id="demo-bakeoff",
+        runs_dir=runs_dir,
+        repeats=1,
+        workers=workers,
+        agents=["oracle", "liar", "tamperer", "sloppy"],
+        instance_ids=None,
+        store=None,
+    )
+    typer.echo(f"bake-off: {', '.join(options.agents)} on {mined}")
+    attempts = run_bakeoff(
+        config,
+        load_task_set(mined),
+        BakeoffRunDir(runs_dir, "demo-bakeoff"),
+        options,
+        log=typer.echo,
+    )
+    overclaimed = sum(1 for a in attempts if a.claim and a.status is not None and not a.resolved)
+    typer.echo(
+        f"bake-off: {len(attempts)} attempts, {overclaimed} claimed success they did not earn"
+    )
+    # 4. The gap report.
+    html = build_report(
+        ["demo", "demo-bakeoff.r1"], runs_dir=runs_dir, out=Path("reports") / "demo.html"
+    ).html_path
     typer.echo(f"report: {html}")
 
 

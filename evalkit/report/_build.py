@@ -26,10 +26,10 @@ from evalkit.records import (
     PATCH_FILE,
     RESULTS_FILE,
     RUN_MANIFEST_FILE,
-    SCHEMA_VERSION,
     RunManifest,
     Status,
     Verdict,
+    current_schema,
     model_dir_name,
 )
 from evalkit.report import _stats as stats
@@ -156,10 +156,10 @@ def read_results(path: Path) -> list[Verdict]:
             raise UsageError(
                 f"not a verdict ({_first_error(exc)})", path=str(path), line=number
             ) from None
-        if verdict.schema_version > SCHEMA_VERSION:
+        if verdict.schema_version > current_schema(Verdict):
             raise UsageError(
                 f"schema_version {verdict.schema_version} is newer than this evalkit reads "
-                f"({SCHEMA_VERSION}); upgrade evalkit",
+                f"({current_schema(Verdict)}); upgrade evalkit",
                 path=str(path),
                 line=number,
             )
@@ -183,7 +183,7 @@ def _load_run(run_dir: Path) -> tuple[RunManifest, list[Verdict]]:
             raise UsageError(
                 f"not a valid run manifest ({_first_error(exc)})", path=str(manifest_path)
             ) from None
-        if manifest.schema_version > SCHEMA_VERSION:
+        if manifest.schema_version > current_schema(RunManifest):
             raise UsageError(
                 f"schema_version {manifest.schema_version} is newer than this evalkit reads",
                 path=str(manifest_path),

@@ -198,7 +198,11 @@ def test_layout_is_named_in_one_place(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         repeat_run_id("nightly", 0)
     rel = BakeoffRunDir.attempt_rel("org/agent", "acme__calc-1", 2)
-    assert rel.as_posix() == "attempts/org__agent/acme__calc-1/r2"
+    from evalkit.records import path_component
+
+    assert rel.as_posix() == (
+        f"attempts/{path_component('org/agent')}/{path_component('acme__calc-1')}/r2"
+    )
     assert run.attempt_dir("org/agent", "acme__calc-1", 2) == run.root / rel
     assert run.resolve(f"{rel}/patch.diff") == (run.root / rel / "patch.diff").resolve()
     with pytest.raises(UsageError, match="outside the run directory"):
