@@ -671,6 +671,24 @@ def _read_body(handler: _Handler, cap: int) -> tuple[bytes, str | None]:
     return data, None
 
 
+def _linger(handler: _Handler, limit: int) -> None:
+    """Half-close, then drain what the agent is still sending, so it reads our error.
+
+    Closing with unread input resets the connection, and a client still sending its body
+    would see a broken pipe instead of the 413.
+    """
+    with contextlib.suppress(OSError):
+        handler.wfile.flush()
+        handler.connection.shutdown(socket.SHUT_WR)
+        handler.connection.settimeout(2.0)
+        drained = 0
+        while drained < limit:
+            data = handler.connection.recv(CHUNK)
+            if not data:
+                break
+            drained += len(data)
+
+
 def _write_chunk(handler: _Handler, data: bytes, chunked: bool) -> None:
     if not data:
         return
@@ -727,7 +745,7 @@ class Channel:
         self._final: Usage | None = None
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
-        self._conns: set[http.client.HTTPConnection] = set()
+        self._upstream_socks: set[socket.socket] = set()  # of calls in flight, for close()
         self._written = 0  # transcript bytes this channel appended
 
         transcript.parent.mkdir(parents=True, exist_ok=True)
@@ -788,11 +806,10 @@ class Channel:
         self._server.server_close()
         # Cut upstream calls still running, and wait until each has been metered.
         with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            if conn.sock is not None:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+            socks = list(self._upstream_socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=CLOSE_WAIT_S)
         self.socket_path.unlink(missing_ok=True)
@@ -898,6 +915,7 @@ class Channel:
             )
             if refused.close:
                 handler.close_connection = True
+                _linger(handler, self._gateway.max_request_bytes)
             return
         self._log_request(seq, handler, body, refused=None)
         if api is None:
@@ -1022,10 +1040,17 @@ class Channel:
                 settled = True
                 self._settle(record, api, meter, len(body), received, captured, started)
 
-        with self._lock:
-            self._conns.add(conn)
+        upstream_sock: socket.socket | None = None
         try:
             try:
+                conn.connect()
+                # http.client drops conn.sock once a response owns the connection; keep
+                # our own handle so close() can cut a stream still running.
+                upstream_sock = cast(socket.socket, conn.sock)
+                with self._lock:
+                    self._upstream_socks.add(upstream_sock)
+                if self._closed.is_set():
+                    raise ConnectionAbortedError("attempt closed")
                 conn.putrequest("POST", target, skip_host=True, skip_accept_encoding=True)
                 for name, value in self._upstream_headers(handler):
                     conn.putheader(name, value)
@@ -1100,8 +1125,9 @@ class Channel:
             record.error = f"connection lost mid-response ({exc.__class__.__name__})"
             handler.close_connection = True
         finally:
-            with self._lock:
-                self._conns.discard(conn)
+            if upstream_sock is not None:
+                with self._lock:
+                    self._upstream_socks.discard(upstream_sock)
             conn.close()
             if record.status:
                 settle()

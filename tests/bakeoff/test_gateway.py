@@ -403,8 +403,11 @@ def call(
 
 def raw_exchange(channel: Channel, data: bytes, timeout: float = 5) -> bytes:
     sock = connect_unix(channel.socket_dir / SOCKET_NAME, timeout)
-    sock.sendall(data)
-    sock.shutdown(socket.SHUT_WR)
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the gateway may answer and hang up before reading everything
     out = b""
     try:
         while True:
