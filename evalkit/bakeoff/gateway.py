@@ -46,6 +46,13 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "model.sock"
 """The socket's name inside :attr:`Channel.socket_dir`."""
 
+# Where the runner puts things inside the agent's container.
+CONTAINER_SOCKET_DIR = "/evalkit/gateway"  # Channel.socket_dir, mounted read-only
+CONTAINER_FORWARD = "/evalkit/lib/forward.py"
+CONTAINER_BASE_URL = "http://127.0.0.1:4000"  # what agents are given (no /v1)
+FORWARD_SCRIPT = Path(__file__).resolve().parent.parent / "_container" / "forward.py"
+"""The forwarder on the host, to copy or mount at :data:`CONTAINER_FORWARD`."""
+
 TRANSCRIPT_SCHEMA_VERSION = 1
 USAGE_SCHEMA_VERSION = 1
 
@@ -106,6 +113,17 @@ CREDENTIAL_HEADERS = {
 }
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REDACTED = "[redacted]"
+
+
+def forward_argv(*, python: str = "/usr/bin/python3", ready_file: str | None = None) -> list[str]:
+    """The command that starts the forwarder inside the container (as the agent's uid).
+
+    It prints ``ready 127.0.0.1:4000`` once listening (and writes it to ``ready_file``).
+    """
+    port = CONTAINER_BASE_URL.rsplit(":", 1)[1]
+    argv = [python, CONTAINER_FORWARD, "--listen", f"127.0.0.1:{port}"]
+    argv += ["--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"]
+    return argv + (["--ready-file", ready_file] if ready_file else [])
 
 
 # --- records -----------------------------------------------------------------------------
@@ -761,6 +779,11 @@ class Channel:
     @property
     def socket_path(self) -> Path:
         return self.socket_dir / SOCKET_NAME
+
+    @property
+    def base_url(self) -> str:
+        """The model endpoint as the agent sees it, once the forwarder runs."""
+        return CONTAINER_BASE_URL
 
     def _bind(self, path: Path) -> _AttemptServer:
         path.unlink(missing_ok=True)
