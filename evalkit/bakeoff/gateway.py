@@ -46,6 +46,13 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "model.sock"
 """The socket's name inside :attr:`Channel.socket_dir`."""
 
+# Where the runner puts things inside the agent's container.
+CONTAINER_SOCKET_DIR = "/evalkit/gateway"  # Channel.socket_dir, mounted read-only
+CONTAINER_FORWARD = "/evalkit/lib/forward.py"
+CONTAINER_BASE_URL = "http://127.0.0.1:4000"  # what agents are given (no /v1)
+FORWARD_SCRIPT = Path(__file__).resolve().parent.parent / "_container" / "forward.py"
+"""The forwarder on the host, to copy or mount at :data:`CONTAINER_FORWARD`."""
+
 TRANSCRIPT_SCHEMA_VERSION = 1
 USAGE_SCHEMA_VERSION = 1
 
@@ -106,6 +113,17 @@ CREDENTIAL_HEADERS = {
 }
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REDACTED = "[redacted]"
+
+
+def forward_argv(*, python: str = "/usr/bin/python3", ready_file: str | None = None) -> list[str]:
+    """The command that starts the forwarder inside the container (as the agent's uid).
+
+    It prints ``ready 127.0.0.1:4000`` once listening (and writes it to ``ready_file``).
+    """
+    port = CONTAINER_BASE_URL.rsplit(":", 1)[1]
+    argv = [python, CONTAINER_FORWARD, "--listen", f"127.0.0.1:{port}"]
+    argv += ["--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"]
+    return argv + (["--ready-file", ready_file] if ready_file else [])
 
 
 # --- records -----------------------------------------------------------------------------
@@ -671,6 +689,24 @@ def _read_body(handler: _Handler, cap: int) -> tuple[bytes, str | None]:
     return data, None
 
 
+def _linger(handler: _Handler, limit: int) -> None:
+    """Half-close, then drain what the agent is still sending, so it reads our error.
+
+    Closing with unread input resets the connection, and a client still sending its body
+    would see a broken pipe instead of the 413.
+    """
+    with contextlib.suppress(OSError):
+        handler.wfile.flush()
+        handler.connection.shutdown(socket.SHUT_WR)
+        handler.connection.settimeout(2.0)
+        drained = 0
+        while drained < limit:
+            data = handler.connection.recv(CHUNK)
+            if not data:
+                break
+            drained += len(data)
+
+
 def _write_chunk(handler: _Handler, data: bytes, chunked: bool) -> None:
     if not data:
         return
@@ -727,7 +763,7 @@ class Channel:
         self._final: Usage | None = None
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
-        self._conns: set[http.client.HTTPConnection] = set()
+        self._upstream_socks: set[socket.socket] = set()  # of calls in flight, for close()
         self._written = 0  # transcript bytes this channel appended
 
         transcript.parent.mkdir(parents=True, exist_ok=True)
@@ -743,6 +779,11 @@ class Channel:
     @property
     def socket_path(self) -> Path:
         return self.socket_dir / SOCKET_NAME
+
+    @property
+    def base_url(self) -> str:
+        """The model endpoint as the agent sees it, once the forwarder runs."""
+        return CONTAINER_BASE_URL
 
     def _bind(self, path: Path) -> _AttemptServer:
         path.unlink(missing_ok=True)
@@ -788,11 +829,10 @@ class Channel:
         self._server.server_close()
         # Cut upstream calls still running, and wait until each has been metered.
         with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            if conn.sock is not None:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+            socks = list(self._upstream_socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=CLOSE_WAIT_S)
         self.socket_path.unlink(missing_ok=True)
@@ -898,6 +938,7 @@ class Channel:
             )
             if refused.close:
                 handler.close_connection = True
+                _linger(handler, self._gateway.max_request_bytes)
             return
         self._log_request(seq, handler, body, refused=None)
         if api is None:
@@ -1022,10 +1063,17 @@ class Channel:
                 settled = True
                 self._settle(record, api, meter, len(body), received, captured, started)
 
-        with self._lock:
-            self._conns.add(conn)
+        upstream_sock: socket.socket | None = None
         try:
             try:
+                conn.connect()
+                # http.client drops conn.sock once a response owns the connection; keep
+                # our own handle so close() can cut a stream still running.
+                upstream_sock = cast(socket.socket, conn.sock)
+                with self._lock:
+                    self._upstream_socks.add(upstream_sock)
+                if self._closed.is_set():
+                    raise ConnectionAbortedError("attempt closed")
                 conn.putrequest("POST", target, skip_host=True, skip_accept_encoding=True)
                 for name, value in self._upstream_headers(handler):
                     conn.putheader(name, value)
@@ -1100,8 +1148,9 @@ class Channel:
             record.error = f"connection lost mid-response ({exc.__class__.__name__})"
             handler.close_connection = True
         finally:
-            with self._lock:
-                self._conns.discard(conn)
+            if upstream_sock is not None:
+                with self._lock:
+                    self._upstream_socks.discard(upstream_sock)
             conn.close()
             if record.status:
                 settle()

@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from evalkit.bakeoff.gateway import SOCKET_NAME, Gateway
+from evalkit.bakeoff.gateway import (
+    CONTAINER_FORWARD,
+    CONTAINER_SOCKET_DIR,
+    FORWARD_SCRIPT,
+    SOCKET_NAME,
+    Gateway,
+    forward_argv,
+)
 from tests.bakeoff.test_gateway import (
     ANTHROPIC_ENV,
     MESSAGE,
@@ -33,7 +40,7 @@ from tests.bakeoff.test_gateway import (
     upstreams,
 )
 
-FORWARD = Path(__file__).resolve().parents[2] / "evalkit" / "_container" / "forward.py"
+FORWARD = FORWARD_SCRIPT
 IMAGE = "evalkit/base:bookworm"
 
 
@@ -210,10 +217,7 @@ import json, os, socket, subprocess, sys, urllib.request
 
 targets = json.loads(sys.argv[1])
 out = {"uid": os.getuid(), "gid": os.getgid()}
-fwd = subprocess.Popen(
-    [sys.executable, "/evalkit/lib/forward.py", "--listen", "127.0.0.1:4000",
-     "--socket", "/evalkit/gateway/model.sock"],
-    stdout=subprocess.PIPE, universal_newlines=True)
+fwd = subprocess.Popen(json.loads(sys.argv[2]), stdout=subprocess.PIPE, universal_newlines=True)
 out["ready"] = fwd.stdout.readline().strip()
 if os.environ.get("EVALKIT_MODEL_API_KEY"):
     req = urllib.request.Request(
@@ -263,9 +267,10 @@ def host_addresses() -> list[str]:
 
 
 def run_probe(client: Any, targets: list[tuple[str, int]], **kwargs: Any) -> dict[str, Any]:
+    forwarder = json.dumps(forward_argv())  # exactly what the runner starts
     container = client.containers.run(
         IMAGE,
-        ["/usr/bin/python3", "/evalkit/probe/probe.py", json.dumps(targets)],
+        ["/usr/bin/python3", "/evalkit/probe/probe.py", json.dumps(targets), forwarder],
         detach=True,
         user="1000:1000",
         cap_drop=["ALL"],
@@ -309,8 +314,8 @@ def test_sandbox_reaches_the_model_only_through_the_gateway(
                 transcript=tmp_path / "transcript.jsonl",
             )
             mounts = {
-                str(channel.socket_dir): {"bind": "/evalkit/gateway", "mode": "ro"},
-                str(FORWARD): {"bind": "/evalkit/lib/forward.py", "mode": "ro"},
+                str(channel.socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "ro"},
+                str(FORWARD): {"bind": CONTAINER_FORWARD, "mode": "ro"},
                 str(probe_dir): {"bind": "/evalkit/probe", "mode": "ro"},
             }
             result = run_probe(
@@ -319,7 +324,7 @@ def test_sandbox_reaches_the_model_only_through_the_gateway(
                 network_mode="none",
                 volumes=mounts,
                 environment={
-                    "EVALKIT_MODEL_BASE_URL": "http://127.0.0.1:4000",
+                    "EVALKIT_MODEL_BASE_URL": channel.base_url,
                     "EVALKIT_MODEL_API_KEY": channel.api_key,
                 },
             )

@@ -403,8 +403,11 @@ def call(
 
 def raw_exchange(channel: Channel, data: bytes, timeout: float = 5) -> bytes:
     sock = connect_unix(channel.socket_dir / SOCKET_NAME, timeout)
-    sock.sendall(data)
-    sock.shutdown(socket.SHUT_WR)
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the gateway may answer and hang up before reading everything
     out = b""
     try:
         while True:
@@ -1062,3 +1065,49 @@ def test_close_cuts_a_running_stream_and_still_meters_it(
     assert usage.input_tokens >= A_FRESH + A_WRITE + A_READ  # message_start's count is kept
     last = list(read_transcript(channel.transcript))[-1]
     assert isinstance(last, TranscriptResponse) and last.usage_estimated
+
+
+def test_https_upstreams_are_verified_against_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_cert = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    make_cert += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*make_cert, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    provider = FakeProvider()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    provider.server.socket = context.wrap_socket(provider.server.socket, server_side=True)
+    monkeypatch.setenv(ANTHROPIC_ENV, REAL_ANTHROPIC)
+    up = {
+        "anthropic": Upstream(
+            "anthropic", f"https://127.0.0.1:{provider.port}", ANTHROPIC_ENV, 5, 25
+        )
+    }
+    try:
+        # not trusted by the system bundle: refused, the key never sent
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with Gateway(up, root=tmp_path / "gw1") as gw:
+            channel = open_channel(gw, tmp_path, attempt="untrusted")
+            assert call(channel, "/v1/messages", MESSAGE)[0] == 502
+        assert provider.seen == []
+        # trusted through SSL_CERT_FILE: forwarded over TLS, streaming included
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        with Gateway(up, root=tmp_path / "gw2") as gw:
+            channel = open_channel(gw, tmp_path, attempt="trusted")
+            status, _, payload = call(channel, "/v1/messages", {**MESSAGE, "stream": True})
+            assert status == 200 and payload == b"".join(anthropic_stream())
+            assert channel.usage().cost_usd == pytest.approx(0.013)
+        assert provider.seen[0].header("x-api-key") == [REAL_ANTHROPIC]
+    finally:
+        provider.close()
