@@ -892,7 +892,13 @@ def _fmt_pts(value: Any) -> str:
 
 
 def _rel(target: Path, start: Path) -> str:
-    return os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+    """A relative link that stays relative: percent-encoded, and starting with ``./`` or
+    ``../`` so a directory named ``javascript:x`` cannot become a URL scheme."""
+    from urllib.parse import quote
+
+    rel = os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+    rel = quote(rel, safe="/")
+    return rel if rel.startswith("../") else "./" + rel
 
 
 _ENV: Any = None
