@@ -678,7 +678,9 @@ def verdicts(
         by_pair[(p["agent_a"], p["agent_b"])] = p
         by_pair[(p["agent_b"], p["agent_a"])] = p
     rows = []
-    beaten, tied = [], []
+    beaten: list[str] = []
+    tied: list[str] = []
+    unknown: list[str] = []
     for record in head.to_dict("records"):
         agent = record["agent"]
         line: dict[str, Any] = {"agent": agent, "record": record, "gaps": gaps.get(agent, {})}
@@ -688,8 +690,13 @@ def verdicts(
         else:
             pair = by_pair.get((leader, agent))
             if pair is None:
-                line["versus"] = f"no shared tasks with {leader}"
+                line["versus"] = (
+                    "no graded task: every result was an error"
+                    if not record["graded_tasks"]
+                    else f"no shared graded tasks with {leader}"
+                )
                 line["kind"] = "unknown"
+                unknown.append(agent)
             elif pair["significant"] and pair["difference"] > 0:
                 line["versus"] = (
                     f"reliably below #1: {_pts(-pair['difference'])} "
@@ -715,17 +722,27 @@ def verdicts(
             f"One agent: {leader} resolves {_pct(top['rate'])} of these tasks "
             f"(95% CI {_pct(top['ci_low'])} – {_pct(top['ci_high'])})."
         )
-    elif not tied:
+    elif not tied and beaten and not unknown:
         summary += f" It reliably beats every other agent ({len(beaten)})."
-    elif not beaten:
+    elif not tied and beaten:
+        summary += f" It reliably beats {len(beaten)} of the others."
+    elif not beaten and tied:
         summary += (
             " It cannot be reliably told apart from any other agent: with this many tasks, "
             "do not rank them."
         )
-    else:
+    elif tied:
         summary += (
             f" It reliably beats {len(beaten)} of the others, but cannot be told apart from "
             f"{', '.join(tied[:5])}{' …' if len(tied) > 5 else ''}."
+        )
+    if unknown:
+        summary += f" Not compared (no shared graded tasks): {', '.join(unknown)}."
+    if not top["graded_tasks"]:
+        summary = (
+            f"Nothing to report yet: every result was an error ({int(head['infra_failures'].sum())}"
+            f" infrastructure failures, {int(head['task_errors'].sum())} task errors), and "
+            "errors are never the agent's."
         )
     return summary, rows
 
@@ -1041,7 +1058,7 @@ def build_report(
                     signed=True,
                 )
     breakdown_charts: list[tuple[Markup, int]] = []
-    for dimension, frame in breaks.groupby("dimension", sort=False):
+    for dimension, frame in breaks.groupby("dimension", sort=False) if len(breaks) else []:
         labels = [f"{g} · {a}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
         chart = bar_chart(
             labels,

@@ -369,3 +369,14 @@ def test_links_to_run_files_stay_relative_whatever_the_directory_names(tmp_path:
     hrefs = re.findall(r'href="([^"]*)"', page)
     assert any(h.endswith("patch.diff") for h in hrefs)
     assert all(h.startswith(("#", "./", "../", "https://", "http://")) for h in hrefs)
+
+
+def test_agents_with_only_errors_are_reported_not_compared(tmp_path: Path) -> None:
+    tasks = write_tasks(tmp_path / "tasks", 6)
+    write_run(tmp_path / "runs", "r", tasks, {"ok": lambda *a: R, "dead": lambda *a: E})
+    write_run(tmp_path / "runs", "only", tasks, {"dead": lambda *a: E})
+    both = build_report(["r"], runs_dir=tmp_path / "runs", out=tmp_path / "a.html")
+    assert both.agents == ["ok", "dead"] and "Not compared" in both.summary
+    assert "beats every other" not in both.summary
+    alone = build_report(["only"], runs_dir=tmp_path / "runs", out=tmp_path / "b.html")
+    assert alone.summary.startswith("Nothing to report yet: every result was an error (6 infra")
