@@ -23,7 +23,8 @@ def build_report(
     model_map: Path | None = None,
     cutoffs: dict[str, str] | None = None,
 ) -> ReportResult:
-    """Write the HTML gap report for ``run_ids`` to ``out``, with CSV/JSON tables beside it."""
+    """Write the HTML gap report for ``run_ids`` to ``out``, with its tables beside it
+    (gzip CSV, summary tables also JSON). Several runs of one agent are its repeats."""
     from evalkit.report._build import build_report as build
 
     return build(

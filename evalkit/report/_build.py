@@ -231,21 +231,25 @@ def _load_tasks(manifests: Iterable[RunManifest]) -> dict[str, _Task]:
 def frame_from_verdicts(rows: Iterable[tuple[str, Verdict]]) -> pd.DataFrame:
     """One row per (run id, verdict), with ``resolved`` 1/0 for the agent's own results
     and NaN for ``error`` results and infrastructure failures (never the agent's)."""
+    from operator import attrgetter
+
     import pandas as pd
 
     pairs = list(rows)
     verdicts = [v for _, v in pairs]
+
+    def column(name: str) -> list[Any]:
+        return list(map(attrgetter(name), verdicts))  # C-level loop: 120,000 rows in ms
+
     frame = pd.DataFrame(
         {
             "run_id": [r for r, _ in pairs],
-            "agent": [v.model_name_or_path for v in verdicts],
-            "instance_id": [v.instance_id for v in verdicts],
-            "status": [v.status.value for v in verdicts],
-            "infra": np.fromiter((v.infra_failure for v in verdicts), bool, len(verdicts)),
-            "tampered": np.fromiter(
-                (bool(v.tampered_files) for v in verdicts), bool, len(verdicts)
-            ),
-            "timed_out": np.fromiter((v.timed_out for v in verdicts), bool, len(verdicts)),
+            "agent": column("model_name_or_path"),
+            "instance_id": column("instance_id"),
+            "status": column("status.value"),
+            "infra": np.array(column("infra_failure"), dtype=bool),
+            "tampered": np.array(list(map(bool, column("tampered_files"))), dtype=bool),
+            "timed_out": np.array(column("timed_out"), dtype=bool),
         }
     )
     status = frame["status"].to_numpy()
@@ -674,7 +678,9 @@ def verdicts(
         by_pair[(p["agent_a"], p["agent_b"])] = p
         by_pair[(p["agent_b"], p["agent_a"])] = p
     rows = []
-    beaten, tied = [], []
+    beaten: list[str] = []
+    tied: list[str] = []
+    unknown: list[str] = []
     for record in head.to_dict("records"):
         agent = record["agent"]
         line: dict[str, Any] = {"agent": agent, "record": record, "gaps": gaps.get(agent, {})}
@@ -684,8 +690,13 @@ def verdicts(
         else:
             pair = by_pair.get((leader, agent))
             if pair is None:
-                line["versus"] = f"no shared tasks with {leader}"
+                line["versus"] = (
+                    "no graded task: every result was an error"
+                    if not record["graded_tasks"]
+                    else f"no shared graded tasks with {leader}"
+                )
                 line["kind"] = "unknown"
+                unknown.append(agent)
             elif pair["significant"] and pair["difference"] > 0:
                 line["versus"] = (
                     f"reliably below #1: {_pts(-pair['difference'])} "
@@ -711,17 +722,27 @@ def verdicts(
             f"One agent: {leader} resolves {_pct(top['rate'])} of these tasks "
             f"(95% CI {_pct(top['ci_low'])} – {_pct(top['ci_high'])})."
         )
-    elif not tied:
+    elif not tied and beaten and not unknown:
         summary += f" It reliably beats every other agent ({len(beaten)})."
-    elif not beaten:
+    elif not tied and beaten:
+        summary += f" It reliably beats {len(beaten)} of the others."
+    elif not beaten and tied:
         summary += (
             " It cannot be reliably told apart from any other agent: with this many tasks, "
             "do not rank them."
         )
-    else:
+    elif tied:
         summary += (
             f" It reliably beats {len(beaten)} of the others, but cannot be told apart from "
             f"{', '.join(tied[:5])}{' …' if len(tied) > 5 else ''}."
+        )
+    if unknown:
+        summary += f" Not compared (no shared graded tasks): {', '.join(unknown)}."
+    if not top["graded_tasks"]:
+        summary = (
+            f"Nothing to report yet: every result was an error ({int(head['infra_failures'].sum())}"
+            f" infrastructure failures, {int(head['task_errors'].sum())} task errors), and "
+            "errors are never the agent's."
         )
     return summary, rows
 
@@ -892,7 +913,13 @@ def _fmt_pts(value: Any) -> str:
 
 
 def _rel(target: Path, start: Path) -> str:
-    return os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+    """A relative link that stays relative: percent-encoded, and starting with ``./`` or
+    ``../`` so a directory named ``javascript:x`` cannot become a URL scheme."""
+    from urllib.parse import quote
+
+    rel = os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+    rel = quote(rel, safe="/")
+    return rel if rel.startswith("../") else "./" + rel
 
 
 _ENV: Any = None
@@ -1031,7 +1058,7 @@ def build_report(
                     signed=True,
                 )
     breakdown_charts: list[tuple[Markup, int]] = []
-    for dimension, frame in breaks.groupby("dimension", sort=False):
+    for dimension, frame in breaks.groupby("dimension", sort=False) if len(breaks) else []:
         labels = [f"{g} · {a}" for g, a in zip(frame["group"], frame["agent"], strict=True)]
         chart = bar_chart(
             labels,

@@ -356,3 +356,27 @@ def test_several_runs_of_one_agent_are_its_repeats(tmp_path: Path) -> None:
     head = by_agent(tmp_path, "headline")["a"]
     assert (head["runs"], head["graded_tasks"], head["graded_runs"]) == (4, 10, 40)
     assert np.isclose(head["rate"], 0.5)
+
+
+def test_links_to_run_files_stay_relative_whatever_the_directory_names(tmp_path: Path) -> None:
+    runs = tmp_path / "javascript:alert(1)"
+    tasks = write_tasks(tmp_path / "tasks", 2)
+    write_run(runs, "r0", tasks, {"a": lambda *a: R})
+    patch = runs / "r0" / "a" / "acme__web-0" / "patch.diff"
+    patch.parent.mkdir(parents=True)
+    patch.write_text("diff --git a/x b/x\n")
+    page = build_report(["r0"], runs_dir=runs, out=tmp_path / "r.html").html_path.read_text()
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert any(h.endswith("patch.diff") for h in hrefs)
+    assert all(h.startswith(("#", "./", "../", "https://", "http://")) for h in hrefs)
+
+
+def test_agents_with_only_errors_are_reported_not_compared(tmp_path: Path) -> None:
+    tasks = write_tasks(tmp_path / "tasks", 6)
+    write_run(tmp_path / "runs", "r", tasks, {"ok": lambda *a: R, "dead": lambda *a: E})
+    write_run(tmp_path / "runs", "only", tasks, {"dead": lambda *a: E})
+    both = build_report(["r"], runs_dir=tmp_path / "runs", out=tmp_path / "a.html")
+    assert both.agents == ["ok", "dead"] and "Not compared" in both.summary
+    assert "beats every other" not in both.summary
+    alone = build_report(["only"], runs_dir=tmp_path / "runs", out=tmp_path / "b.html")
+    assert alone.summary.startswith("Nothing to report yet: every result was an error (6 infra")
