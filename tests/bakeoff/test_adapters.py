@@ -514,3 +514,22 @@ def test_dead_gateway_fails_fast_and_claims_nothing_resolved(
     assert run.exit_code not in (0, None) and run.duration_s < 30, run.text()[-2000:]
     assert run.adapter_claim().resolved is not True
     assert run.diff == ""
+
+
+@pytest.mark.docker
+@pytest.mark.agents
+def test_mini_text_mode_runs_the_fenced_commands(
+    docker_engine: Any, base_image: str, pack_cache: Any
+) -> None:
+    """mini-swe-agent's text-based model class: no tools, one ```mswea_bash_command per reply."""
+    pack = build_pack("mini-swe-agent", pack_cache, docker_engine)
+    args = ["--model-class", "litellm_textbased", "-c", "mini_textbased.yaml"]
+    run = run_agent(
+        docker_engine, pack, "mini-swe-agent", SCRIPT, REPO, model="scripted", args=args
+    )
+    assert run.exit_code == 0, run.text()[-2000:]
+    assert "-    return a - b\n+    return a + b\n" in run.diff and "+++ b/notes.txt" in run.diff
+    assert run.adapter_claim() == Claim(True, "exit_status", "")
+    assert run.file_claim() == Claim(True, "claim_file", "fixed add")
+    assert all(b'"tools"' not in r.body for r in run.requests)
+    assert [r.action_index for r in run.requests] == list(range(5))
