@@ -14,8 +14,8 @@ fresh ``HOME``, and none of the repository's own agent configuration:
 
 - ``claude-code``: ``claude -p --output-format stream-json --verbose
   --dangerously-skip-permissions --setting-sources user --strict-mcp-config
-  --disable-slash-commands --settings <CLAUDE_SETTINGS>``. ``--setting-sources user`` (the empty
-  fresh HOME) drops the repository's ``.claude/settings*.json`` and their hooks;
+  --disable-slash-commands --settings <CLAUDE_SETTINGS> -- PROMPT``. ``--setting-sources
+  user`` (the empty fresh HOME) drops the repository's ``.claude/settings*.json`` and their hooks;
   ``--strict-mcp-config`` drops ``.mcp.json``. Not ``--bare``: it would also drop the hooks of the
   ``--settings`` file, which is the hook point for the safety gates (the runner may extend that
   JSON in :attr:`Invocation.files`). ``IS_SANDBOX=1`` lets bypass mode start even as root.

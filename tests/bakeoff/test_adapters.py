@@ -514,3 +514,45 @@ def test_dead_gateway_fails_fast_and_claims_nothing_resolved(
     assert run.exit_code not in (0, None) and run.duration_s < 30, run.text()[-2000:]
     assert run.adapter_claim().resolved is not True
     assert run.diff == ""
+
+
+@pytest.mark.docker
+@pytest.mark.agents
+def test_mini_text_mode_runs_the_fenced_commands(
+    docker_engine: Any, base_image: str, pack_cache: Any
+) -> None:
+    """mini-swe-agent's text-based model class: no tools, one ```mswea_bash_command per reply."""
+    pack = build_pack("mini-swe-agent", pack_cache, docker_engine)
+    args = ["--model-class", "litellm_textbased", "-c", "mini_textbased.yaml"]
+    run = run_agent(
+        docker_engine, pack, "mini-swe-agent", SCRIPT, REPO, model="scripted", args=args
+    )
+    assert run.exit_code == 0, run.text()[-2000:]
+    assert "-    return a - b\n+    return a + b\n" in run.diff and "+++ b/notes.txt" in run.diff
+    assert run.adapter_claim() == Claim(True, "exit_status", "")
+    assert run.file_claim() == Claim(True, "claim_file", "fixed add")
+    assert all(b'"tools"' not in r.body for r in run.requests)
+    assert [r.action_index for r in run.requests] == list(range(5))
+
+
+@pytest.mark.docker
+@pytest.mark.agents
+@pytest.mark.parametrize(
+    ("name", "model"), [("claude-code", "claude-opus-4-5"), ("codex", "gpt-5.5")]
+)
+def test_scripted_write_overwrites_an_existing_file(
+    name: str, model: str, docker_engine: Any, base_image: str, pack_cache: Any
+) -> None:
+    """Claude Code's Write (after a Read) and Codex's apply_patch Add File both replace it."""
+    pack = build_pack(name, pack_cache, docker_engine)
+    script = parse_script(
+        {
+            "schema_version": 1,
+            "steps": [{"write": {"path": "README.md", "content": "replaced\n"}}, {"final": "ok"}],
+        }
+    )
+    run = run_agent(
+        docker_engine, pack, name, script, {"README.md": "# demo\nline2\n"}, model=model
+    )
+    assert run.exit_code == 0, run.text()[-2000:]
+    assert "@@ -1,2 +1 @@\n-# demo\n-line2\n+replaced\n" in run.diff

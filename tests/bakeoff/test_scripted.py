@@ -405,3 +405,26 @@ def test_serves_on_a_unix_socket(tmp_path: Path) -> None:
 def test_script_is_agent_neutral_data() -> None:
     # The record round-trips, so a gateway/test can log exactly what was played.
     assert Script.model_validate_json(SCRIPT.model_dump_json()) == SCRIPT
+
+
+def test_concurrent_conversations_do_not_share_a_step(server: ScriptedModelServer) -> None:
+    """Many agents may share one server: the step comes from each request's own history."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(done: int) -> str:
+        history: list[dict[str, Any]] = [{"role": "user", "content": "t"}]
+        if done:
+            history.append(
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": f"call_evalkit_{done - 1}", "type": "function"}],
+                }
+            )
+        doc = json.loads(
+            post(server, "/v1/chat/completions", {"messages": history, "tools": BASH_TOOL})[2]
+        )
+        return str(doc["choices"][0]["message"]["tool_calls"][0]["id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, [0, 3, 1, 4, 2] * 4))
+    assert got == [f"call_evalkit_{n}" for n in [0, 3, 1, 4, 2] * 4]
