@@ -362,7 +362,9 @@ def test_links_to_run_files_stay_relative_whatever_the_directory_names(tmp_path:
     runs = tmp_path / "javascript:alert(1)"
     tasks = write_tasks(tmp_path / "tasks", 2)
     write_run(runs, "r0", tasks, {"a": lambda *a: R})
-    patch = runs / "r0" / "a" / "acme__web-0" / "patch.diff"
+    from evalkit.records import RunDir
+
+    patch = RunDir(runs / "r0").unit("a", "acme__web-0") / "patch.diff"
     patch.parent.mkdir(parents=True)
     patch.write_text("diff --git a/x b/x\n")
     page = build_report(["r0"], runs_dir=runs, out=tmp_path / "r.html").html_path.read_text()
