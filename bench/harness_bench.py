@@ -121,7 +121,7 @@ def main() -> None:
             ("tasks timed", f"{n}"),
             ("evaluate wall time, 1 worker", f"{wall1:.1f} s"),
             ("sum of bare test-command times", f"{bare:.1f} s"),
-            ("overhead ratio (goal <= 1.15)", f"{wall1 / bare:.2f}x"),
+            ("overhead ratio (goal <= 1.3)", f"{wall1 / bare:.2f}x"),
             ("fixed overhead per task", f"{(wall1 - bare) / n:.2f} s"),
             ("evaluate wall time, 2 workers", f"{wall2:.1f} s"),
             ("speed-up with 2 workers", f"{wall1 / wall2:.2f}x"),
