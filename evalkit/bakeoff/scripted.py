@@ -516,7 +516,14 @@ def responses_reply(action: Action, n: int, usage: UsageReport, model: str) -> R
 
 
 def chat_reply(
-    action: Action, n: int, usage: UsageReport, model: str, stream: bool, flavor: Flavor
+    action: Action,
+    n: int,
+    usage: UsageReport,
+    model: str,
+    stream: bool,
+    flavor: Flavor,
+    *,
+    include_usage: bool = False,
 ) -> Reply:
     mark = f"[evalkit step {n}]"
     message: dict[str, Any] = {"role": "assistant"}
@@ -558,14 +565,18 @@ def chat_reply(
     delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
     if "tool_calls" in message:
         delta["tool_calls"] = [{"index": 0, **message["tool_calls"][0]}]
+    last: dict[str, Any] = {
+        **chunk,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+    }
     frames = [
-        _sse(None, {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}),
-        _sse(
-            None,
-            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": u},
-        ),
-        b"data: [DONE]\n\n",
+        _sse(None, {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
     ]
+    if include_usage:  # as OpenAI does: a last chunk with no choices, only usage
+        frames += [_sse(None, last), _sse(None, {**chunk, "choices": [], "usage": u})]
+    else:  # not asked for, but a gateway in front must still be able to count the call
+        frames += [_sse(None, {**last, "usage": u})]
+    frames.append(b"data: [DONE]\n\n")
     return Reply(200, "text/event-stream", b"".join(frames))
 
 
@@ -666,11 +677,18 @@ class ScriptedModelServer:
             flavor = chat_flavor(body)
             actions = plan(self.script, flavor, _tool_names(body.get("tools")))
             n = min(_next_index(_history_ids(body.get("messages"))), len(actions) - 1)
-            return (
-                "chat",
+            options = body.get("stream_options")
+            include = isinstance(options, dict) and options.get("include_usage") is True
+            reply = chat_reply(
+                actions[n],
                 n,
-                chat_reply(actions[n], n, usage, model, bool(body.get("stream")), flavor),
+                usage,
+                model,
+                bool(body.get("stream")),
+                flavor,
+                include_usage=include,
             )
+            return "chat", n, reply
         err = {
             "type": "error",
             "error": {

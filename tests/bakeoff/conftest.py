@@ -78,6 +78,13 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 """
 
+FORWARD_ARGV = [
+    "/usr/bin/python3",
+    "/evalkit/lib/forward.py",
+    "127.0.0.1:4000",
+    "/evalkit/gateway/model.sock",
+]
+
 # Writes files (path -> base64) as the agent user; /tmp is a tmpfs that docker cp cannot reach.
 WRITE_FILES = (
     "import base64,json,os,sys\n"
@@ -126,10 +133,10 @@ def repo_tar(files: dict[str, str]) -> tuple[bytes, str]:
         return buf.getvalue(), base
 
 
-def lib_tar() -> bytes:
+def lib_tar(forwarder: str = FORWARDER) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = FORWARDER.encode()
+        data = forwarder.encode()
         info = tarfile.TarInfo("evalkit/lib/forward.py")
         info.size, info.mode = len(data), 0o644
         tar.addfile(info, io.BytesIO(data))
@@ -184,12 +191,24 @@ def run_agent(
     command: list[str] | None = None,
     tweak: Callable[[Invocation], Invocation] | None = None,
     dead_gateway: bool = False,
+    socket_dir: Path | None = None,
+    forwarder: tuple[str, list[str]] | None = None,
+    api_key: str = "sk-evalkit-dummy",
 ) -> AgentRun:
-    """One attempt, the way the runner will make it: real CLI, no network, scripted model."""
+    """One attempt, the way the runner will make it: real CLI, no network, scripted model.
+
+    ``socket_dir`` (holding ``model.sock``, e.g. a gateway channel's) replaces the scripted
+    server on its own socket; ``forwarder`` = (script text, argv) replaces the scaffolding one.
+    """
     adapter = get_adapter(adapter_name)
-    sockdir = Path(tempfile.mkdtemp(prefix="ek-gw-", dir="/tmp"))
+    own_dir = socket_dir is None
+    sockdir = Path(tempfile.mkdtemp(prefix="ek-gw-", dir="/tmp")) if own_dir else socket_dir
+    assert sockdir is not None
     sockdir.chmod(0o755)
-    server = ScriptedModelServer(script, unix_socket=sockdir / "model.sock").start()
+    server = ScriptedModelServer(script, unix_socket=sockdir / "model.sock") if own_dir else None
+    if server is not None:
+        server.start()
+    forward_text, forward_argv = forwarder or (FORWARDER, FORWARD_ARGV)
     volumes = {str(sockdir): {"bind": "/evalkit/gateway", "mode": "ro"}}
     if pack is not None:
         volumes[str(pack.path)] = {"bind": PACK_MOUNT, "mode": "ro"}
@@ -211,15 +230,10 @@ def run_agent(
     try:
         tar, base = repo_tar(repo_files)
         container.put_archive("/", tar)
-        container.put_archive("/", lib_tar())
+        container.put_archive("/", lib_tar(forward_text))
         container.put_archive("/", _problem_tar(problem))
         container.exec_run(
-            [
-                "/usr/bin/python3",
-                "/evalkit/lib/forward.py",
-                "127.0.0.1:4000",
-                "/evalkit/gateway/model.sock",
-            ],
+            forward_argv,
             detach=True,
             user=f"{AGENT_UID}:{AGENT_UID}",
         )
@@ -227,7 +241,7 @@ def run_agent(
             problem=problem,
             model=model,
             base_url=BASE_URL,
-            api_key="sk-evalkit-dummy",
+            api_key=api_key,
             args=args or [],
             home=HOME,
             workdir="/testbed",
@@ -243,13 +257,14 @@ def run_agent(
         assert code == 0, out
         _wait_port(container)
         if dead_gateway:  # the forwarder accepts, then finds nothing behind the socket
+            assert server is not None
             server.close()
         env = inv.env | {
             "HOME": HOME,
             "EVALKIT_PROBLEM_FILE": PROBLEM_FILE,
             "EVALKIT_CLAIM_FILE": CLAIM_FILE,
             "EVALKIT_MODEL_BASE_URL": BASE_URL,
-            "EVALKIT_MODEL_API_KEY": "sk-evalkit-dummy",
+            "EVALKIT_MODEL_API_KEY": api_key,
         }
         start = time.monotonic()
         code, output = _exec(
@@ -276,14 +291,15 @@ def run_agent(
             collected,
             claim_raw if c == 0 else None,
             diff.decode(errors="replace"),
-            list(server.requests),
+            list(server.requests) if server is not None else [],
             duration,
             found.decode().split(),
         )
     finally:
         container.remove(force=True)
-        server.close()
-        shutil.rmtree(sockdir, ignore_errors=True)
+        if server is not None:
+            server.close()
+            shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def _problem_tar(problem: str) -> bytes:

@@ -323,7 +323,14 @@ def test_chat_tool_mode_json_and_stream(server: ScriptedModelServer) -> None:
     frames = sse(post(server, "/v1/chat/completions", {**body, "stream": True})[2])
     assert frames[-1] == (None, "[DONE]")
     assert frames[0][1]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_evalkit_0"
+    # Usage even unasked (aider does not ask), on the chunk that finishes the choice ...
     assert frames[-2][1]["usage"]["completion_tokens"] == 3
+    assert frames[-2][1]["choices"][0]["finish_reason"] == "tool_calls"
+    # ... and, when asked (as a gateway does), in its own choice-less chunk, as OpenAI sends it.
+    asked = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    frames = sse(post(server, "/v1/chat/completions", asked)[2])
+    assert frames[-2][1]["choices"] == [] and frames[-2][1]["usage"]["prompt_tokens"] == 7
+    assert "usage" not in frames[-3][1] and frames[-3][1]["choices"][0]["finish_reason"]
 
 
 def test_chat_mini_text_mode_has_one_fenced_command(server: ScriptedModelServer) -> None:
