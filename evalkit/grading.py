@@ -127,6 +127,7 @@ def parse_test_report(text: str) -> TestReport:
     report = TestReport()
     lines, report.integrity, report.started = report_lines(text)
     phases: dict[str, list[str]] = {}
+    rerunning: set[str] = set()
     for line in lines:
         try:
             record = json.loads(line)
@@ -140,6 +141,16 @@ def parse_test_report(text: str) -> TestReport:
             report.integrity.append(f"test events after the session finished ({nodeid})")
         if event == "test":
             when, outcome = str(record.get("when")), str(record.get("outcome"))
+            # pytest-rerunfailures: a failed try is reported as "rerun", then the test
+            # runs again from setup; only the last try counts.
+            if outcome == "rerun":
+                rerunning.add(nodeid)
+                continue
+            if nodeid in rerunning:
+                if when != "setup":
+                    continue
+                rerunning.discard(nodeid)
+                phases[nodeid] = []
             seen = phases.setdefault(nodeid, [])
             if when in seen or when not in ("setup", "call", "teardown"):
                 report.integrity.append(f"{nodeid}: a second {when} report")

@@ -271,3 +271,11 @@ def test_a_prefix_matching_several_tests_takes_the_worst_outcome() -> None:
     text = report(*ALL_PASS[:2], xfailed, failed("t.py::test_old[x z]"), finished=1)
     v = grade(p2p, Execution(test_exit_code=1), text, model_name_or_path="m", patch="")
     assert v.tests[P2P]["t.py::test_old[x"] is TestOutcome.FAILED
+
+
+def test_a_rerun_plugins_earlier_tries_are_not_duplicate_outcomes() -> None:
+    first = [phase("t.py::test_new", w, o) for w, o in (("setup", "passed"), ("call", "rerun"))]
+    first.append(phase("t.py::test_new", "teardown"))
+    rest = report(*ALL_PASS)
+    text = "\n".join(json.dumps(e) for e in first) + "\n" + rest
+    assert verdict(text).status is Status.RESOLVED
