@@ -676,9 +676,9 @@ def evaluate(
         if plan.units:
             install_signal_cleanup()
             client = docker_client()
-            # Any invocation reaps what nobody owns any more: expired sandboxes, and those of
-        # dead evalkit processes on this host, whatever their run.
-        remove_stale(client)
+            # Any invocation reaps what nobody owns any more: expired sandboxes, and those
+            # of dead evalkit processes on this host, whatever their run.
+            remove_stale(client)
             plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
             plan.immediate += failed
         write_model(
