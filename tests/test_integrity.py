@@ -142,6 +142,32 @@ _sys.stdout.flush()
 _os._exit(0)
 """
 
+FRAME_WALK_HOOK = """
+import sys as _sys
+_src = (
+    "import pytest\\n"
+    "class P:\\n"
+    "    @pytest.hookimpl(hookwrapper=True)\\n"
+    "    def pytest_runtest_makereport(self, item, call):\\n"
+    "        out = yield\\n"
+    "        rep = out.get_result()\\n"
+    "        rep.outcome, rep.longrepr = 'passed', None\\n"
+)
+_ns = {}
+# Compiled under a site-packages name, so the hook does not look like the patch's.
+exec(compile(_src, "/opt/venv/lib/python3/site-packages/_pytest/helper.py", "exec"), _ns)
+_f = _sys._getframe()
+while _f is not None:
+    _cfg = getattr(_f.f_locals.get("self"), "config", None)
+    if _cfg is not None and hasattr(_cfg, "pluginmanager"):
+        try:
+            _cfg.pluginmanager.register(_ns["P"](), "forger2")
+        except Exception:
+            pass
+        break
+    _f = _f.f_back
+"""
+
 FORGERIES = {
     "atexit-reconnect": ATEXIT_RECONNECT,
     "detached-writer": DETACHED_WRITER,
@@ -151,6 +177,7 @@ FORGERIES = {
     "rewrite-plugin": REWRITE_PLUGIN,
     "import-time-forgery": IMPORT_TIME_FORGERY,
     "raw-fd-forgery": RAW_FD_FORGERY,
+    "frame-walk-hook": FRAME_WALK_HOOK,
 }
 
 
@@ -216,6 +243,7 @@ def test_forging_the_report_from_inside_the_test_process_does_not_pass(
         "gc-hook",
         "rewrite-plugin",
         "import-time-forgery",
+        "frame-walk-hook",
     ],
 )
 def test_tampering_with_the_reporting_machinery_is_named_as_an_integrity_failure(

@@ -88,6 +88,7 @@ _AUDITED = frozenset(
         "open",
         "os.listdir",
         "os.scandir",
+        "compile",
     }
 )
 # Done by code the model patch wrote, these only serve a forgery: walking the heap to
@@ -118,6 +119,11 @@ def audit_hook(event, args):  # type: ignore[no-untyped-def]
         target = str(args[0]) if args else ""
         if not target.startswith(("/proc/self/fd", "/proc/self/mem", "/proc/%d/" % os.getpid())):
             return
+    if event == "compile":
+        # Code compiled under another file's name hides where a hook came from.
+        filename = str(args[1]) if len(args) > 1 else ""
+        if not filename.startswith("/") or filename.startswith(_checkout.rstrip("/") + "/"):
+            return
     _busy = True
     try:
         import sys
@@ -133,7 +139,7 @@ def audit_hook(event, args):  # type: ignore[no-untyped-def]
             frame = frame.f_back
         if where:
             label = "%s from %s" % (event if event != "open" else "open /proc/self", where)
-            if (event in _VOIDING or event in ("open", "os.listdir", "os.scandir")) and (
+            if (event in _VOIDING or event in ("open", "os.listdir", "os.scandir", "compile")) and (
                 label not in _voided
             ):
                 _voided.append(label)
