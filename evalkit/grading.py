@@ -187,7 +187,11 @@ def parse_test_report(text: str) -> TestReport:
     return report
 
 
-_SUMMARY = re.compile(r"^=+ (?P<body>.*?) in [\d.]+s(?: \([^)]*\))? =+$", re.MULTILINE)
+# "==== 2 failed, 3 passed in 0.12s ====", or without the rule under -q.
+_SUMMARY = re.compile(
+    r"^(?:=+ )?(?P<body>\d+ \w+(?:, \d+ \w+)*) in [\d.]+s(?: \([^)]*\))?(?: =+)?$",
+    re.MULTILINE,
+)
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
 
 

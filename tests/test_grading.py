@@ -279,3 +279,16 @@ def test_a_rerun_plugins_earlier_tries_are_not_duplicate_outcomes() -> None:
     rest = report(*ALL_PASS)
     text = "\n".join(json.dumps(e) for e in first) + "\n" + rest
     assert verdict(text).status is Status.RESOLVED
+
+
+def test_the_quiet_summary_of_pytest_q_is_read_too() -> None:
+    quiet = "...\n3 passed, 2 deselected in 0.05s\n"
+    ok = grade(
+        INSTANCE,
+        Execution(test_exit_code=0),
+        report(*ALL_PASS),
+        quiet,
+        model_name_or_path="m",
+        patch="",
+    )
+    assert ok.status is Status.RESOLVED
