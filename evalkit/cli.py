@@ -231,8 +231,24 @@ def report(
     cutoff: Annotated[
         list[str] | None, typer.Option("--cutoff", help="MODEL=YYYY-MM-DD training cutoff.")
     ] = None,
+    bakeoff: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bakeoff",
+            help="Bake-off run id: adds its graded repeats and its claims/trust sections.",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Bake-off history for the trend (default RUNS_DIR/evalkit.db)."
+        ),
+    ] = None,
 ) -> None:
     """Write the HTML gap report: which agent is best, how sure, and the gap to public numbers.
+
+    Repeats of a bake-off (RUN_ID.r1, ... or --bakeoff RUN_ID) add what each agent claimed
+    against what was verified, its trust record, cost, time and trend across nights.
 
     Examples:
 
@@ -241,6 +257,8 @@ def report(
         evalkit report nightly-1 nightly-2 nightly-3 --model-map agents.toml
 
         evalkit report --runs demo --cutoff claude-opus-4-5=2025-03-01
+
+        evalkit report --bakeoff nightly-20261124
     """
     from evalkit.report import build_report
 
@@ -253,7 +271,8 @@ def report(
     # `--runs a b c` parses as --runs a plus positional b c: both forms end up here.
     given = [*(runs or []), *(run_ids or [])]
     ids = [r for value in given for r in value.replace(",", " ").split()]
-    if not ids:
+    bakeoffs = [b for value in bakeoff or [] for b in value.replace(",", " ").split()]
+    if not ids and not bakeoffs:
         _fail("give at least one run id: evalkit report RUN_ID... --out FILE")
     result = build_report(
         ids,
@@ -262,8 +281,12 @@ def report(
         leaderboard=leaderboard,
         model_map=model_map,
         cutoffs=cutoffs,
+        bakeoffs=bakeoffs,
+        store=store,
     )
     typer.echo(result.summary)
+    for line in result.bakeoff_lines:
+        typer.echo(f"bake-off: {line}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"report: {result.html_path} ({result.tasks} tasks, {len(result.agents)} agents)")

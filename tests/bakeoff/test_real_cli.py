@@ -59,8 +59,10 @@ def test_real_cli_through_the_runner_resolves_and_claims(
         run = BakeoffRunDir(tmp_path / "runs", "cli")
         start = time.monotonic()
         run_bakeoff(config, load_task_set(SAMPLE), run, options, log=print)
-        print(f"[timing] {DEMO_CLI_AGENT} bake-off, {len(TASKS)} attempts: "
-              f"{time.monotonic() - start:.1f}s")
+        print(
+            f"[timing] {DEMO_CLI_AGENT} bake-off, {len(TASKS)} attempts: "
+            f"{time.monotonic() - start:.1f}s"
+        )
         calls = server.model_calls()
     attempts = sorted(read_attempts(run.attempts), key=lambda a: a.instance_id)
     assert [a.instance_id for a in attempts] == TASKS
