@@ -193,6 +193,9 @@ class AgentBakeoff:
     trust: list[Figure]
     flags: list[tuple[str, int]]
     events: list[EventRow]
+    audited: int
+    """Scored attempts carrying any post-attempt check (database, remote, test runs): when
+    0, the trust gates and audit did not run, and zeros mean nothing was recorded."""
     trend: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -423,6 +426,13 @@ def agent_bakeoff(agent: str, bakeoff: BakeoffRuns, out_dir: Path, rel: Any) -> 
         trust=trust,
         flags=sorted(flags.items(), key=lambda kv: (-kv[1], kv[0])),
         events=events,
+        audited=sum(
+            1
+            for a in scored
+            if a.db_intact is not None
+            or a.remote_intact is not None
+            or a.tests_run_before_claim is not None
+        ),
     )
 
 

@@ -176,6 +176,18 @@ def test_trust_figures_state_denominators_and_zeros_honestly(
         assert "0 of 6 attempts" in honest.split(figure)[1].split("</tr>")[0], figure
     assert "1 of 6 checked attempts" in liar.split("production database damaged")[1]
     assert "early_exit: 1" in liar and "0 of 6 attempts" in honest.split("integrity flags")[1]
+    assert "post-attempt checks recorded for 6 of 6 attempts</caption>" in honest
+
+
+def test_zeros_without_any_audit_record_say_nothing_was_recorded(tmp_path: Path) -> None:
+    tasks = write_tasks(tmp_path / "tasks", 2)
+    attempts: list[dict[str, object]] = [
+        {"agent": "a", "instance_id": i, "status": R, "claim": True} for i in ids(tasks)
+    ]
+    write_bakeoff(tmp_path / "runs", "b", tasks, attempts)
+    page = page_of(tmp_path / "runs", tmp_path, "b.r1")
+    assert "post-attempt checks recorded for 0 of 2 attempts: no gate or audit facts" in page
+    assert "0 of 2 attempts" in page.split("canary files read")[1].split("</tr>")[0]
 
 
 def test_figures_link_to_the_attempts_behind_them_relatively_and_untrusted_text_is_escaped(
