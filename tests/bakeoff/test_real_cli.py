@@ -76,8 +76,12 @@ def test_real_cli_through_the_runner_resolves_and_claims(
         assert attempt.model_calls >= 3 and attempt.input_tokens > 0 and attempt.cost_usd > 0
         transcript = run.resolve(attempt.transcript).read_text()
         assert "/v1/chat/completions" in transcript
-    # Every call reached the scripted server through the gateway, none around it.
+    # Every call reached the scripted server through the gateway, none around it, and a
+    # keyless upstream gets no credential at all: the sandbox's dummy key never leaves.
     assert len(calls) == sum(a.model_calls for a in attempts)
+    for call in calls:
+        sent = {k.lower(): v for k, v in call.headers.items()}
+        assert "authorization" not in sent and "x-api-key" not in sent, sent
     # The repeat is an ordinary evaluate run the report reads.
     results = (tmp_path / "runs" / "cli.r1" / "results.jsonl").read_text().splitlines()
     assert {json.loads(line)["model_name_or_path"] for line in results} == {DEMO_CLI_AGENT}
