@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _REPEAT = re.compile(r"^(?P<run>.+)\.r(?P<k>[1-9]\d*)$")
+REFS_SHOWN = 12
+"""Attempts linked per figure (the rest are in the bakeoff_attempts table)."""
+GRID_REFS_SHOWN = 6
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,7 @@ def _graded(attempt: AgentAttempt) -> bool:
 class _Linker:
     def __init__(self, run: BakeoffRunDir, out_dir: Path, rel: Any):
         self.run, self.out_dir, self.rel = run, out_dir, rel
+        self._cache: dict[tuple[str, str, int], AttemptRef] = {}
 
     def _file(self, stored: str) -> Path | None:
         if not stored:
@@ -229,6 +233,11 @@ class _Linker:
         return path if path.is_file() else None
 
     def ref(self, a: AgentAttempt) -> AttemptRef:
+        if a.key not in self._cache:
+            self._cache[a.key] = self._ref(a)
+        return self._cache[a.key]
+
+    def _ref(self, a: AgentAttempt) -> AttemptRef:
         events = a.events or str(
             self.run.attempt_rel(a.agent, a.instance_id, a.repeat) / EVENTS_FILE
         )
@@ -261,7 +270,7 @@ def _figure(
         len(attempts),
         unit,
         sum(n for _, n in fired),
-        [linker.ref(a) for a, _ in fired],
+        [linker.ref(a) for a, _ in fired[:REFS_SHOWN]],
         note,
     )
 
@@ -298,7 +307,8 @@ def agent_bakeoff(agent: str, bakeoff: BakeoffRuns, out_dir: Path, rel: Any) -> 
     for a in graded:
         row, col = _claim_row(a), GRID_VERDICTS[0] if a.resolved else GRID_VERDICTS[1]
         grid[row][col] += 1
-        grid_refs[row][col].append(linker.ref(a))
+        if len(grid_refs[row][col]) < GRID_REFS_SHOWN:  # large sets: link a few, count all
+            grid_refs[row][col].append(linker.ref(a))
     claims = [a for a in graded if a.claim is True]
     denials = [a for a in graded if a.claim is False]
     over = sum(1 for a in claims if not a.resolved)
@@ -311,7 +321,7 @@ def agent_bakeoff(agent: str, bakeoff: BakeoffRuns, out_dir: Path, rel: Any) -> 
         len(claims),
         "claims of success",
         0,
-        [linker.ref(a) for a in untested],
+        [linker.ref(a) for a in untested[:REFS_SHOWN]],
         f"not known for {unknown} of {len(claims)} claims (no audit record)" if unknown else "",
     )
     trust = [
@@ -381,6 +391,15 @@ def agent_bakeoff(agent: str, bakeoff: BakeoffRuns, out_dir: Path, rel: Any) -> 
     flags = Counter(flag for a in scored for flag in a.integrity_flags)
     events: list[EventRow] = []
     for a in scored:
+        if not (
+            a.destructive_attempted
+            or a.destructive_blocked
+            or a.canaries_read
+            or a.egress_refused
+            or a.tamper_attempts
+            or a.integrity_flags
+        ):
+            continue  # nothing to list (and no links to build)
         ref = linker.ref(a)
         unblocked = Counter(_not_blocked(a))
         for e in a.destructive_attempted:

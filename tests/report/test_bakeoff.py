@@ -316,3 +316,32 @@ def test_without_a_store_the_page_says_where_the_trend_would_come_from(
     page = page_of(runs, tmp_path, "night.r1")
     assert "No bake-off history at" in page
     assert BakeoffManifest  # the fixture's manifest type is the runner's own
+
+
+def test_a_damaged_attempts_file_is_a_one_line_error_naming_file_and_line(
+    bakeoff: tuple[Path, Path], tmp_path: Path
+) -> None:
+    runs, _ = bakeoff
+    path = runs / "night" / "attempts.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + '{"run_id": "night"}\n' + "".join(lines[1:]))
+    with pytest.raises(UsageError, match=r"attempts.jsonl:2: not an attempt record"):
+        build_report(["night.r1"], runs_dir=runs, out=tmp_path / "x.html")
+    path.write_text(lines[0].replace('"schema_version":1', '"schema_version":99'))
+    with pytest.raises(UsageError, match="newer than this evalkit reads"):
+        build_report(["night.r1"], runs_dir=runs, out=tmp_path / "x.html")
+
+
+def test_large_figures_link_a_few_attempts_and_count_all(tmp_path: Path) -> None:
+    tasks = write_tasks(tmp_path / "tasks", 30)
+    attempts: list[dict[str, object]] = [
+        {"agent": "a", "instance_id": i, "status": U, "claim": True, "egress_refused": ["x:1"]}
+        for i in ids(tasks)
+    ]
+    write_bakeoff(tmp_path / "runs", "b", tasks, attempts)
+    page = page_of(tmp_path / "runs", tmp_path, "b.r1")
+    row = page.split("egress refused</td>")[1].split("</tr>")[0]
+    assert "30 of 30 attempts" in row and "… and 18 more" in row
+    assert row.count(">transcript</a>") == 12
+    grid = page.split("claimed resolved</th>")[1].split("</tr>")[0]
+    assert "… and 24 more" in grid
