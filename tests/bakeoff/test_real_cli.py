@@ -40,7 +40,7 @@ def test_the_demo_config_gives_the_cli_the_fixes_but_no_task_names(tmp_path: Pat
 
 
 def test_real_cli_through_the_runner_resolves_and_claims(
-    docker_engine: Any, base_image: str, npm: str, tmp_path: Path
+    docker_engine: Any, base_image: str, tmp_path: Path
 ) -> None:
     with ScriptedModelServer(cli_script()) as server:
         assert server.base_url is not None
