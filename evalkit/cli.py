@@ -231,8 +231,24 @@ def report(
     cutoff: Annotated[
         list[str] | None, typer.Option("--cutoff", help="MODEL=YYYY-MM-DD training cutoff.")
     ] = None,
+    bakeoff: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bakeoff",
+            help="Bake-off run id: adds its graded repeats and its claims/trust sections.",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Bake-off history for the trend (default RUNS_DIR/evalkit.db)."
+        ),
+    ] = None,
 ) -> None:
     """Write the HTML gap report: which agent is best, how sure, and the gap to public numbers.
+
+    Repeats of a bake-off (RUN_ID.r1, ... or --bakeoff RUN_ID) add what each agent claimed
+    against what was verified, its trust record, cost, time and trend across nights.
 
     Examples:
 
@@ -241,6 +257,8 @@ def report(
         evalkit report nightly-1 nightly-2 nightly-3 --model-map agents.toml
 
         evalkit report --runs demo --cutoff claude-opus-4-5=2025-03-01
+
+        evalkit report --bakeoff nightly-20261124
     """
     from evalkit.report import build_report
 
@@ -253,7 +271,8 @@ def report(
     # `--runs a b c` parses as --runs a plus positional b c: both forms end up here.
     given = [*(runs or []), *(run_ids or [])]
     ids = [r for value in given for r in value.replace(",", " ").split()]
-    if not ids:
+    bakeoffs = [b for value in bakeoff or [] for b in value.replace(",", " ").split()]
+    if not ids and not bakeoffs:
         _fail("give at least one run id: evalkit report RUN_ID... --out FILE")
     result = build_report(
         ids,
@@ -262,8 +281,12 @@ def report(
         leaderboard=leaderboard,
         model_map=model_map,
         cutoffs=cutoffs,
+        bakeoffs=bakeoffs,
+        store=store,
     )
     typer.echo(result.summary)
+    for line in result.bakeoff_lines:
+        typer.echo(f"bake-off: {line}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"report: {result.html_path} ({result.tasks} tasks, {len(result.agents)} agents)")
@@ -419,6 +442,8 @@ def demo(
     The scripted agents are a careful one (one wrong fix), a sloppy one (a patch that
     needs a fuzzy apply, one that applies nowhere, an empty one) and a cheater (conftest
     hook, printed PASSED lines with an early exit, pytest.ini edits, weakened tests).
+    Then a bake-off in sandboxes: an oracle, a liar, a tamperer, a sloppy agent and the
+    real mini-swe-agent CLI driven by a scripted model server through the gateway.
 
     Example:
 
@@ -470,47 +495,57 @@ def demo(
     )
     _print_summaries(outcome.summaries)
     typer.echo(f"results: {outcome.run_dir / 'results.jsonl'}")
-    # 3. A bake-off: scripted agents run in sandboxes on the mined tasks, each claim
+    # 3. A bake-off: the scripted command agents and one real agent CLI (mini-swe-agent,
+    #    from its pinned pack) run in sandboxes on the mined tasks; the CLI talks to the
+    #    scripted model server on loopback only through the gateway. Each claim is
     #    checked against the verified result.
-    from evalkit.bakeoff.agents import write_demo_config
     from evalkit.bakeoff.config import load_config, make_run_options
+    from evalkit.bakeoff.demo import DEMO_CLI_AGENT, cli_script, write_cli_demo_config
     from evalkit.bakeoff.records import BakeoffRunDir
     from evalkit.bakeoff.runner import run_bakeoff
+    from evalkit.bakeoff.scripted import ScriptedModelServer
     from evalkit.dataset import load_task_set
 
     shutil.rmtree(runs_dir / "demo-bakeoff", ignore_errors=True)
     shutil.rmtree(runs_dir / "demo-bakeoff.r1", ignore_errors=True)
-    config_path = write_demo_config(
-        mined, runs_dir / "demo-bakeoff-config", model_url="http://127.0.0.1:9"
-    )
-    config = load_config(config_path)
-    options = make_run_options(
-        config,
-        run_id="demo-bakeoff",
-        runs_dir=runs_dir,
-        repeats=1,
-        workers=workers,
-        agents=["oracle", "liar", "tamperer", "sloppy"],
-        instance_ids=None,
-        store=None,
-    )
-    typer.echo(f"bake-off: {', '.join(options.agents)} on {mined}")
-    attempts = run_bakeoff(
-        config,
-        load_task_set(mined),
-        BakeoffRunDir(runs_dir, "demo-bakeoff"),
-        options,
-        log=typer.echo,
-    )
+    with ScriptedModelServer(cli_script(), host="127.0.0.1", port=0) as server:
+        assert server.base_url is not None
+        config_path = write_cli_demo_config(
+            mined, runs_dir / "demo-bakeoff-config", model_url=server.base_url
+        )
+        config = load_config(config_path)
+        options = make_run_options(
+            config,
+            run_id="demo-bakeoff",
+            runs_dir=runs_dir,
+            repeats=1,
+            workers=workers,
+            agents=["oracle", "liar", "tamperer", "sloppy", DEMO_CLI_AGENT],
+            instance_ids=None,
+            store=None,
+        )
+        typer.echo(
+            f"bake-off: {', '.join(options.agents)} on {mined} "
+            f"(scripted model server at {server.base_url}, behind the gateway)"
+        )
+        attempts = run_bakeoff(
+            config,
+            load_task_set(mined),
+            BakeoffRunDir(runs_dir, "demo-bakeoff"),
+            options,
+            log=typer.echo,
+        )
     overclaimed = sum(1 for a in attempts if a.claim and a.status is not None and not a.resolved)
     typer.echo(
         f"bake-off: {len(attempts)} attempts, {overclaimed} claimed success they did not earn"
     )
-    # 4. The gap report.
-    html = build_report(
+    # 4. The gap report, with the bake-off's claims, trust and cost sections.
+    result = build_report(
         ["demo", "demo-bakeoff.r1"], runs_dir=runs_dir, out=Path("reports") / "demo.html"
-    ).html_path
-    typer.echo(f"report: {html}")
+    )
+    for line in result.bakeoff_lines:
+        typer.echo(f"bake-off: {line}")
+    typer.echo(f"report: {result.html_path}")
 
 
 def main() -> None:

@@ -1017,7 +1017,9 @@ class Channel:
         )
         headers = [(k, v) for k, v in handler.headers.items() if k.lower() not in drop]
         used_x_api_key = bool(handler.headers.get_all("x-api-key"))
-        if self._kind == "anthropic" or (self._kind == "any" and used_x_api_key):
+        if not self._real_key:
+            pass  # keyless upstream: the agent's dummy key is dropped above and none is added
+        elif self._kind == "anthropic" or (self._kind == "any" and used_x_api_key):
             headers.append(("x-api-key", self._real_key))
         else:
             headers.append(("Authorization", f"Bearer {self._real_key}"))
@@ -1193,6 +1195,8 @@ class Channel:
     # --- transcript ---------------------------------------------------------------------
 
     def _scrub(self, data: bytes) -> bytes:
+        if not self._real_key:
+            return data
         return data.replace(self._real_key.encode(), REDACTED.encode())
 
     def _log_request(
@@ -1285,6 +1289,8 @@ class Gateway:
             known = ", ".join(sorted(self.upstreams)) or "none"
             raise UsageError(f"unknown upstream {upstream!r} (configured: {known})")
         env = self.upstreams[upstream].api_key_env
+        if not env:
+            return ""  # a keyless local upstream (the config allows api_key_env = "")
         key = os.environ.get(env, "").strip()
         if not key:
             raise UsageError(

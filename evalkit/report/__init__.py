@@ -22,9 +22,15 @@ def build_report(
     leaderboard: Path | None = None,
     model_map: Path | None = None,
     cutoffs: dict[str, str] | None = None,
+    bakeoffs: list[str] | None = None,
+    store: Path | None = None,
 ) -> ReportResult:
     """Write the HTML gap report for ``run_ids`` to ``out``, with its tables beside it
-    (gzip CSV, summary tables also JSON). Several runs of one agent are its repeats."""
+    (gzip CSV, summary tables also JSON). Several runs of one agent are its repeats.
+
+    ``bakeoffs``: bake-off run ids whose graded repeats are added; repeats of a bake-off
+    (``ID.rK`` beside ``ID/attempts.jsonl``) add its claims, trust, cost and trend
+    sections. ``store``: the bake-off history (default ``runs_dir/evalkit.db``)."""
     from evalkit.report._build import build_report as build
 
     return build(
@@ -34,6 +40,8 @@ def build_report(
         leaderboard=leaderboard,
         model_map=model_map,
         cutoffs=cutoffs,
+        bakeoffs=bakeoffs,
+        store=store,
     )
 
 

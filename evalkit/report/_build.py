@@ -49,6 +49,8 @@ from evalkit.report._leaderboard import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from evalkit.report import _bakeoff
+
 SIZE_BUCKETS = (
     (10, "small (≤10 lines)"),
     (50, "medium (11-50 lines)"),
@@ -60,7 +62,7 @@ EMBED_TEXT_CAP = 6000
 EMBED_PATCHES_MAX_CELLS = 400
 """Above this many task x agent cells, patches are linked rather than embedded."""
 EMBED_PROBLEMS_MAX_TASKS = 500
-SUMMARY_TABLES = ("headline", "pairwise", "repeats", "breakdowns")
+SUMMARY_TABLES = ("headline", "pairwise", "repeats", "breakdowns", "bakeoff_agents", "trend")
 """Small tables also written as JSON; every table is written as gzip-compressed CSV."""
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -76,6 +78,8 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
     """The page's one-paragraph answer, as plain text."""
+    bakeoff_lines: list[str] = field(default_factory=list)
+    """One plain-text line per bake-off agent: claims against verified results, trust."""
 
 
 @dataclass
@@ -973,14 +977,31 @@ def build_report(
     leaderboard: Path | None = None,
     model_map: Path | None = None,
     cutoffs: dict[str, str] | None = None,
+    bakeoffs: list[str] | None = None,
+    store: Path | None = None,
 ) -> ReportResult:
-    """Write the HTML gap report for ``run_ids`` to ``out``, and its tables beside it."""
+    """Write the HTML gap report for ``run_ids`` to ``out``, and its tables beside it.
+
+    ``bakeoffs`` adds every graded repeat of those bake-offs; repeats of a bake-off among
+    the runs (``X.rK``) add its claims, trust, cost and trend sections. ``store`` is the
+    bake-off history (default ``runs_dir/evalkit.db`` when it exists)."""
     from markupsafe import Markup
+
+    from evalkit.bakeoff.records import DEFAULT_STORE_FILE
+    from evalkit.report import _bakeoff
 
     cutoffs = cutoffs or {}
     for model, date in cutoffs.items():
         if not re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", date):
             raise UsageError(f"--cutoff {model}={date}: the date must look like YYYY-MM-DD")
+    run_ids = list(run_ids)
+    for bakeoff_id in bakeoffs or []:
+        run_ids += [
+            r for r in _bakeoff.bakeoff_repeat_runs(bakeoff_id, runs_dir) if r not in run_ids
+        ]
+    if store is not None and not store.is_file():
+        raise UsageError("--store: no such bake-off history file", path=str(store))
+    store = store if store is not None else runs_dir / DEFAULT_STORE_FILE
     data = load(run_ids, runs_dir)
     rows = load_leaderboard(leaderboard)
     mapping = load_model_map(model_map)
@@ -992,6 +1013,21 @@ def build_report(
     breaks = breakdowns(data, cutoffs, ranked, counts)
     matrix, shares = matrix_table(data, ranked)
     summary, lines = verdicts(head, pairs, gaps)
+    found = _bakeoff.find_bakeoffs(run_ids, runs_dir)
+    bake: list[_bakeoff.AgentBakeoff] = []
+    for b in found:
+        names = {a.agent for a in b.attempts}
+        order = [a for a in ranked if a in names] + sorted(names - set(ranked), key=natural_key)
+        bake += [_bakeoff.agent_bakeoff(agent, b, out.parent, _rel) for agent in order]
+    trend: list[dict[str, Any]] = []
+    if bake and store.is_file():
+        for agent in dict.fromkeys(s.agent for s in bake):
+            rows_ = _bakeoff.trend_rows(store, agent)
+            trend += rows_
+            for s in bake:
+                if s.agent == agent:
+                    s.trend = rows_
+    marks = _bakeoff.cell_marks(found)
 
     warnings: list[str] = []
     unmatched = [r["agent"] for r in head.to_dict("records") if not r["matched_model"]]
@@ -1021,6 +1057,15 @@ def build_report(
             "breakdowns": breaks,
             "matrix": matrix.rename_axis("instance_id").reset_index(),
             "results": data.results,
+            **(
+                {
+                    "bakeoff_agents": _bakeoff.summary_table(bake),
+                    "bakeoff_attempts": _bakeoff.attempts_table(found),
+                }
+                if bake
+                else {}
+            ),
+            **({"trend": pd_frame(trend)} if trend else {}),
         },
     )
 
@@ -1116,11 +1161,13 @@ def build_report(
     # cells through the template engine cost more than the rest of the page.
     share_rows = shares.to_numpy(dtype=float)
     body_rows = []
+    columns = list(matrix.columns)
     for i, (iid, row) in enumerate(zip(matrix.index, matrix.to_numpy(), strict=True)):
         tds = "".join(
             f'<td class="s-{_esc(cell.split(" ")[0])}" '
-            f'data-v="{"" if math.isnan(v) else f"{v:.4f}"}">{_esc(cell)}</td>'
-            for cell, v in zip(row, share_rows[i], strict=True)
+            f'data-v="{"" if math.isnan(v) else f"{v:.4f}"}">{_esc(cell)}'
+            f"{_marks_html(marks.get((iid, agent)))}</td>"
+            for cell, v, agent in zip(row, share_rows[i], columns, strict=True)
         )
         body_rows.append(f'<tr><td><a href="#{anchors[iid]}">{_esc(iid)}</a></td>{tds}</tr>')
     matrix_body = Markup("\n".join(body_rows))
@@ -1159,7 +1206,57 @@ def build_report(
             embed_patches=embed_patches,
             cutoffs=cutoffs,
             tables_dir=_rel(tables_dir, out.parent),
+            bake=bake,
+            grid_claims=_bakeoff.GRID_CLAIMS,
+            grid_verdicts=_bakeoff.GRID_VERDICTS,
+            bakeoff_ids=[b.run_id for b in found],
+            trend_chart=Markup(
+                bar_chart(
+                    [f"{r['agent']} · {r['night']}" for r in trend],
+                    [r["rate"] for r in trend],
+                    [r["ci_low"] for r in trend],
+                    [r["ci_high"] for r in trend],
+                    title="Resolved share of scored attempts per night (95% Wilson CI)",
+                )
+            )
+            if trend
+            else "",
+            store_path=str(store),
+            store_exists=store.is_file(),
         )
     )
     out.write_text(page, encoding="utf-8")
-    return ReportResult(out, tables_dir, ranked, n_tasks, unmatched, warnings, summary)
+    return ReportResult(
+        out,
+        tables_dir,
+        ranked,
+        n_tasks,
+        unmatched,
+        warnings,
+        summary,
+        [bakeoff_line(s) for s in bake],
+    )
+
+
+def bakeoff_line(s: _bakeoff.AgentBakeoff) -> str:
+    """One plain-text line about a bake-off agent, for the command's output."""
+    destructive, blocked = s.trust[0], s.trust[1]
+    return (
+        f"{s.agent} ({s.bakeoff}): overclaim {s.overclaim.text}; destructive actions in "
+        f"{destructive.text} ({blocked.count} with a block); mean cost "
+        f"${s.cost_mean:.4f}, mean time {s.duration_mean:.1f}s per attempt"
+    )
+
+
+def pd_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _marks_html(marks: list[str] | None) -> str:
+    """Trust events and integrity flags of a cell's attempts, escaped by construction."""
+    if not marks:
+        return ""
+    text = " · ".join(marks)
+    return f'<br><span class="tm" title="{_esc(text)}">⚑ {_esc(text)}</span>'

@@ -122,3 +122,52 @@ def test_matrix_sorts_tasks_naturally_and_cells_by_share_resolved(
     cells = dom.split('data-cells="')[1].split('"')[0].split("|")
     resolved = [int(c.split(" ")[1].split("/")[0]) for c in cells]
     assert resolved == sorted(resolved) and resolved[0] < resolved[-1]
+
+
+def test_bakeoff_section_renders_its_links_and_keeps_hostile_text_inert(
+    chromium: str, tmp_path: Path
+) -> None:
+    from evalkit.bakeoff.records import GateEvent
+    from tests.report.conftest import write_bakeoff
+
+    tasks = write_tasks(tmp_path / "tasks", 4)
+    iids = [
+        line.split('"instance_id": "')[1].split('"')[0]
+        for line in (tasks / "instances.jsonl").read_text().splitlines()
+    ]
+    hostile = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+    attempts: list[dict[str, object]] = [
+        {
+            "agent": "liar",
+            "instance_id": iid,
+            "status": Status.EMPTY_PATCH,
+            "claim": True,
+            "destructive_attempted": [GateEvent(command=hostile, rule="r", layer="audit")],
+        }
+        for iid in iids
+    ]
+    attempts += [
+        {"agent": "oracle", "instance_id": iid, "status": Status.RESOLVED, "claim": True}
+        for iid in iids
+    ]
+    write_bakeoff(tmp_path / "runs", "night", tasks, attempts)
+    page = build_report(
+        ["night.r1"], runs_dir=tmp_path / "runs", out=tmp_path / "out" / "report.html"
+    ).html_path
+    probe = (
+        "<script>var links = document.querySelectorAll('#bakeoff .refs a');"
+        "var ok = Array.prototype.filter.call(links, function(a){"
+        "return a.protocol === 'file:' && a.pathname.indexOf('/runs/night/attempts/') > 0;});"
+        "document.body.setAttribute('data-links', links.length + '/' + ok.length);"
+        "document.body.setAttribute('data-cells', document.querySelectorAll("
+        "'#matrix .tm').length);</script></body>"
+    )
+    probed = page.with_name("probe.html")
+    probed.write_text(page.read_text().replace("</body>", probe))
+    result = run(chromium, tmp_path, "--enable-logging=stderr", "--dump-dom", probed.as_uri())
+    dom = result.stdout
+    assert 'data-ready="1"' in dom and "Uncaught" not in result.stderr
+    assert "data-pwned" not in dom.split("<body")[1].split(">")[0]  # the handler never ran
+    total, inside = dom.split('data-links="')[1].split('"')[0].split("/")
+    assert int(total) > 0 and total == inside  # every bake-off link points into the run
+    assert dom.split('data-cells="')[1].split('"')[0] == "4"  # liar's cells carry a mark

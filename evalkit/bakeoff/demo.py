@@ -1,0 +1,86 @@
+"""The demo's real CLI agent: a pinned agent CLI driven by the scripted model server.
+
+The script is generic (it names no task): its one shell step applies the task's own fix,
+which the CLI agent gets as read-only agent files exactly like the ``oracle`` command agent
+(``/agent/oracle-patches/<instance_id>.patch``, the task named by ``EVALKIT_INSTANCE_ID``),
+then it writes its claim and gives a final answer. The CLI, its tool calls, the sandbox
+and the gateway are real; only the model's words are scripted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from evalkit.bakeoff.agents import (
+    AGENTS_DIR_IN_CONTAINER,
+    CLI_AGENT_VERSIONS,
+    ORACLE_PATCHES_DIR,
+    write_demo_config,
+)
+from evalkit.bakeoff.scripted import Script, parse_script
+from evalkit.errors import UsageError
+
+DEMO_CLI_AGENT = "mini-swe-agent"
+
+APPLY_FIX = (
+    f'git apply --whitespace=nowarn "{AGENTS_DIR_IN_CONTAINER}/{ORACLE_PATCHES_DIR}/'
+    '$EVALKIT_INSTANCE_ID.patch" && git status --short'
+)
+
+
+def cli_script() -> Script:
+    """The scripted conversation: apply the fix, claim it, answer."""
+    return parse_script(
+        {
+            "schema_version": 1,
+            "steps": [
+                {"bash": APPLY_FIX},
+                {"claim": {"resolved": True, "summary": "applied the reference fix"}},
+                {"final": "Applied the fix for the issue."},
+            ],
+        },
+        source="evalkit.bakeoff.demo",
+    )
+
+
+def _toml(value: object) -> str:
+    return json.dumps(value)  # JSON strings are valid TOML strings
+
+
+def write_cli_demo_config(
+    tasks_dir: Path,
+    out_dir: Path,
+    *,
+    model_url: str,
+    cli_agent: str = DEMO_CLI_AGENT,
+    repeats: int = 1,
+) -> Path:
+    """The demo's config (the scripted command agents) plus ``cli_agent``, which is handed
+    the oracle's patches as files so the scripted model can make it fix every task."""
+    from evalkit.bakeoff.config import load_config
+
+    if cli_agent not in CLI_AGENT_VERSIONS:
+        raise UsageError(
+            f"no pinned demo version for {cli_agent!r} (choose from "
+            f"{', '.join(CLI_AGENT_VERSIONS)})"
+        )
+    path = write_demo_config(
+        tasks_dir, out_dir, model_url=model_url, cli_agent=None, repeats=repeats
+    )
+    patches = f"{AGENTS_DIR_IN_CONTAINER}/{ORACLE_PATCHES_DIR}"
+    model = "claude-opus-4-5" if cli_agent == "claude-code" else "scripted"
+    table = [
+        "",
+        "# A real CLI agent; only the model behind it is scripted (evalkit.bakeoff.demo).",
+        "[[agents]]",
+        f"name = {_toml(cli_agent)}",
+        f"adapter = {_toml(cli_agent)}",
+        f"version = {_toml(CLI_AGENT_VERSIONS[cli_agent])}",
+        'upstream = "scripted"',
+        f"model = {_toml(model)}",
+        f"files = {{ {_toml(patches)} = {_toml(ORACLE_PATCHES_DIR)} }}",
+    ]
+    path.write_text(path.read_text(encoding="utf-8") + "\n".join(table) + "\n", encoding="utf-8")
+    load_config(path)
+    return path
