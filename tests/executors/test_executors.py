@@ -1,0 +1,72 @@
+"""Executors without a cluster: the driver's invariants and the import boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evalkit.errors import UsageError
+from evalkit.executors import make_executor
+from evalkit.harness import EvalUnit, UnitOutput, evaluate, infra_verdict
+from evalkit.records import RunDir, Status, read_verdicts
+from tests.conftest import MiniTasks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_evalkit_never_imports_ray() -> None:
+    code = (
+        "import sys, evalkit, evalkit.harness, evalkit.executors, evalkit.cli\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_an_unknown_executor_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown executor"):
+        make_executor("slurm", run_id="r")
+
+
+class Stuttering:
+    """An executor that delivers every unit twice, the second time as a later attempt
+    (what an at-least-once engine can do): the driver must keep one line per unit."""
+
+    builds_images = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def execute(self, unit: EvalUnit) -> UnitOutput:
+        return UnitOutput(infra_verdict(unit.prediction, "test double", attempts=1))
+
+    def run(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, UnitOutput]]:
+        for unit in units:
+            first = self.execute(unit)
+            yield unit, first
+            again = first.verdict.model_copy(update={"attempts": 2, "error": "duplicate"})
+            yield unit, UnitOutput(again)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_unit_delivered_twice_is_recorded_once(mini_tasks: MiniTasks, tmp_path: Path) -> None:
+    executor = Stuttering()
+    outcome = evaluate(
+        mini_tasks.root,
+        None,
+        "dup",
+        runs_dir=tmp_path,
+        gold=True,
+        executor=executor,
+        progress=False,
+        log=lambda _: None,
+    )
+    lines = read_verdicts(RunDir(outcome.run_dir).results)
+    assert sorted(v.instance_id for v in lines) == ["acme__calc-1", "acme__calc-2"]
+    assert all(v.error == "test double" and v.status is Status.ERROR for v in lines)
+    assert executor.closed
