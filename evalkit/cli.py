@@ -319,6 +319,8 @@ def mine(
         int | None, typer.Option("--max", help="At most N candidates.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+    executor: ExecutorOption = "thread",
+    ray_address: RayAddressOption = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Validation runs per state.")] = 3,
     link_pattern: Annotated[
         str | None,
@@ -393,6 +395,8 @@ def mine(
         timeout=timeout,
         max_lines=max_lines,
         max_files=max_files,
+        executor=executor,
+        ray_address=ray_address,
     )
     summary = mining.mine(
         repo,

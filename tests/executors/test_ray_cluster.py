@@ -185,3 +185,31 @@ def test_a_killed_driver_leaves_nothing_running_and_resumes_like_a_local_run(
     lines = read_verdicts(RunDir(outcome.run_dir).results)
     assert sorted(v.instance_id for v in lines) == ["acme__calc-1", "acme__calc-2"]
     assert all(v.status is Status.RESOLVED for v in lines)
+
+
+def test_mining_validates_on_the_cluster_with_the_same_outcome_as_locally(
+    docker_engine: Any, tmp_path: Path, cluster: Cluster
+) -> None:
+    from evalkit.mining import MineOptions, mine
+    from evalkit.sample import build_sample_repo
+
+    repo = tmp_path / "textkit"
+    build_sample_repo(repo)
+    options = MineOptions(runs=1, timeout=8, workers=2, executor="ray")
+    summary = mine(
+        str(repo),
+        tmp_path / "tasks",
+        repo_name="evalkit-samples/textkit",
+        issues=None,
+        source="commit",
+        options=options,
+        log=lambda _: None,
+        progress=False,
+    )
+    # The hand-checked sample task set has four tasks (tests/mining/test_mine.py).
+    assert summary.accepted == 4, summary
+    leftovers = docker_engine.api.containers(all=True, filters={"label": _node.LABEL_ATTEMPT})
+    mine_runs = [
+        c for c in leftovers if (c.get("Labels") or {}).get(_node.LABEL_RUN, "").startswith("mine")
+    ]
+    assert mine_runs == []
