@@ -29,7 +29,7 @@ from harness_bench import synthetic_tasks  # noqa: E402
 
 from evalkit.errors import InfraError  # noqa: E402
 from evalkit.harness import EvalUnit, UnitOutput, evaluate  # noqa: E402
-from evalkit.records import Execution, Prediction, TaskInstance, Verdict  # noqa: E402
+from evalkit.records import Execution, Prediction, Status, TaskInstance, Verdict  # noqa: E402
 
 
 def payload_unit(tasks: Path) -> tuple[EvalUnit, UnitOutput]:
@@ -51,7 +51,9 @@ def payload_unit(tasks: Path) -> tuple[EvalUnit, UnitOutput]:
         out_dir=tasks / "unused",
         timeout=60,
     )
-    verdict = Verdict(instance_id=instance.instance_id, model_name_or_path="m")
+    verdict = Verdict(
+        instance_id=instance.instance_id, model_name_or_path="m", status=Status.RESOLVED
+    )
     return unit, UnitOutput(verdict, Execution(image="x"), "{}" * 1000, b"." * 200_000, "#!")
 
 

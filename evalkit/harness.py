@@ -795,6 +795,7 @@ def evaluate(
                 remove_stale(client)
                 plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
                 plan.immediate += failed
+        created = runner is None  # a caller's executor stays open for its next run
         if runner is None:
             from evalkit.executors import make_executor
 
@@ -826,7 +827,8 @@ def evaluate(
         try:
             evaluated = _drive(runner, plan.units, run.results, progress, log)
         finally:
-            runner.close()
+            if created:
+                runner.close()
         verdicts = [v for v in compact_verdicts(run.results).verdicts if v.instance_id in selected]
         summaries = _write_report(run.path, verdicts, selected, submitted)
     return RunOutcome(run.path, summaries, problems, verdicts, evaluated)

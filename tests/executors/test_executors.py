@@ -69,4 +69,4 @@ def test_a_unit_delivered_twice_is_recorded_once(mini_tasks: MiniTasks, tmp_path
     lines = read_verdicts(RunDir(outcome.run_dir).results)
     assert sorted(v.instance_id for v in lines) == ["acme__calc-1", "acme__calc-2"]
     assert all(v.error == "test double" and v.status is Status.ERROR for v in lines)
-    assert executor.closed
+    assert not executor.closed  # the caller's: it may serve the next run (a bake-off's grading)
