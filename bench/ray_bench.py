@@ -173,7 +173,7 @@ def main() -> None:
     try:
         tasks = synthetic_tasks(work, args.tasks, 1.0)
         # A build key of the bench's own, so the first unit measures a cold image build.
-        (tasks / "evalkit.toml").write_text('[defaults]\npip_packages = ["pip"]\n')
+        (tasks / "evalkit.toml").write_text('[defaults]\npip_packages = ["pytest", "pip"]\n')
         unit, output = payload_unit(tasks)
         t_lat, t_stream = thread_overhead(unit, output, args.n, slots)
         r_lat, r_stream = ray_overhead(unit, output, args.n, slots)
