@@ -213,3 +213,55 @@ def test_mining_validates_on_the_cluster_with_the_same_outcome_as_locally(
         c for c in leftovers if (c.get("Labels") or {}).get(_node.LABEL_RUN, "").startswith("mine")
     ]
     assert mine_runs == []
+
+
+class Recording:
+    """Collects the units evaluate plans (as a cluster executor gets them), runs nothing."""
+
+    builds_images = True
+
+    def __init__(self) -> None:
+        self.units: list[Any] = []
+
+    def execute(self, unit: Any) -> Any:
+        from evalkit.harness import UnitOutput, infra_verdict
+
+        self.units.append(unit)
+        return UnitOutput(infra_verdict(unit.prediction, "recorded only"))
+
+    def run(self, units: list[Any]) -> Iterator[Any]:
+        for unit in units:
+            yield unit, self.execute(unit)
+
+    def close(self) -> None:
+        pass
+
+
+def test_ray_cancel_force_mid_unit_leaves_no_container(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path, cluster: Cluster
+) -> None:
+    from evalkit.executors import RayExecutor
+
+    run_id = f"ray-cancel-{os.getpid()}"
+    recorder = Recording()
+    evaluate(
+        mini_tasks.root,
+        slow_predictions(mini_tasks, tmp_path / "p.jsonl", ["m1"], 60),
+        run_id,
+        runs_dir=tmp_path / "runs",
+        executor=recorder,
+        progress=False,
+        log=lambda _: None,
+    )
+    executor = RayExecutor(run_id=run_id)
+    refs = [executor._submit(unit) for unit in recorder.units]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not containers(docker_engine, run_id):
+        time.sleep(0.2)
+    assert containers(docker_engine, run_id), "no unit started"
+    for ref in refs:
+        ray.cancel(ref, force=True)  # SIGKILLs the workers: no finally runs in them
+    assert wait_until_gone(docker_engine, run_id) == []
+    for ref, unit in zip(refs, recorder.units, strict=True):
+        output = executor._result(unit, ref)
+        assert output.verdict.infra_failure  # recorded as ours, never as the model's
