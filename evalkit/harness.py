@@ -1,7 +1,8 @@
 """The evaluation harness: one (prediction, task) in, one verdict out; runs of many.
 
 :func:`evaluate_unit` is the self-contained unit of work (inputs in, one record out)
-that an executor fans out: threads on one machine today, a cluster later.
+that an executor fans out (threads on this machine, or Ray tasks on a cluster: see
+:mod:`evalkit.executors`); units return their output as data and only the driver writes.
 :func:`evaluate` orchestrates a run: builds environment images once per repo,
 resumes from ``results.jsonl``, and writes each verdict the moment it is known.
 """
