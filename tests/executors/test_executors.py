@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_importing_evalkit_never_imports_ray() -> None:
     code = (
-        "import sys, evalkit, evalkit.harness, evalkit.executors, evalkit.cli\n"
+        "import sys, evalkit, evalkit.harness, evalkit.executors, evalkit.cli, evalkit.mining\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -62,6 +62,11 @@ def wait_until_gone(engine: Any, run_id: str, timeout: float = 30) -> list[dict[
     return containers(engine, run_id)
 
 
+def env_tags(engine: Any) -> set[str]:
+    images = engine.images.list(filters={"label": "evalkit.env-key"})
+    return {t for image in images for t in image.tags}
+
+
 def slow_predictions(mini: MiniTasks, path: Path, models: list[str], sleep: float) -> Path:
     """Correct fixes that take ``sleep`` seconds to import: units long enough to lose."""
     slow = f"\nimport time\ntime.sleep({sleep})\n"
@@ -265,3 +270,40 @@ def test_ray_cancel_force_mid_unit_leaves_no_container(
     for ref, unit in zip(refs, recorder.units, strict=True):
         output = executor._result(unit, ref)
         assert output.verdict.infra_failure  # recorded as ours, never as the model's
+
+
+def test_a_missing_image_is_built_on_the_node_from_the_same_key(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path, cluster: Cluster
+) -> None:
+    import shutil
+
+    from evalkit.executors import RayExecutor
+    from evalkit.records import RunManifest, read_model
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(mini_tasks.root, tasks)
+    # A recipe of this test's own: no machine has its image yet.
+    (tasks / "evalkit.toml").write_text('[defaults]\npip_packages = ["pytest", "pip"]\n')
+    run_id = f"ray-build-{os.getpid()}"
+    before = env_tags(docker_engine)
+    try:
+        outcome = evaluate(
+            tasks,
+            None,
+            run_id,
+            runs_dir=tmp_path / "runs",
+            gold=True,
+            executor=RayExecutor(run_id=run_id),
+            progress=False,
+            log=lambda _: None,
+        )
+        lines = read_verdicts(RunDir(outcome.run_dir).results)
+        assert len(lines) == 2 and all(v.status is Status.RESOLVED for v in lines)
+        tag = read_model(RunDir(outcome.run_dir).manifest, RunManifest).images["acme/calc"]
+        key = tag.rpartition(":")[2]
+        assert (_node.node_dir() / "images" / f"{key}.log").is_file()  # built by a node
+        built = docker_engine.images.get(tag)
+        assert built.labels.get("evalkit.env-key") == key
+    finally:
+        for tag in env_tags(docker_engine) - before:  # only what this test built
+            docker_engine.images.remove(tag, force=True)
