@@ -70,3 +70,36 @@ def test_a_unit_delivered_twice_is_recorded_once(mini_tasks: MiniTasks, tmp_path
     assert sorted(v.instance_id for v in lines) == ["acme__calc-1", "acme__calc-2"]
     assert all(v.error == "test double" and v.status is Status.ERROR for v in lines)
     assert not executor.closed  # the caller's: it may serve the next run (a bake-off's grading)
+
+
+def _hold(name: str, log: str, cache: str) -> None:
+    import os
+    import time
+
+    os.environ["EVALKIT_CACHE"] = cache
+    from evalkit.executors._node import node_lock
+
+    with node_lock(name):
+        with open(log, "a") as out:
+            out.write(f"in {time.monotonic()}\n")
+        time.sleep(0.3)
+        with open(log, "a") as out:
+            out.write(f"out {time.monotonic()}\n")
+
+
+def test_the_node_lock_excludes_other_processes(tmp_path: Path) -> None:
+    """Ray workers are processes: concurrent units on one node must build an image once."""
+    import multiprocessing
+
+    log = tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_hold, args=("evalkit-env/a:k", str(log), str(tmp_path / "c")))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    events = [line.split()[0] for line in log.read_text().splitlines()]
+    assert events == ["in", "out"] * 3  # never two holders at once
