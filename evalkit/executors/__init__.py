@@ -6,6 +6,8 @@ Importing this package never imports Ray: :class:`RayExecutor` is loaded on firs
 
 from __future__ import annotations
 
+import atexit
+import threading
 from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import UsageError
@@ -18,7 +20,10 @@ if TYPE_CHECKING:
 
 EXECUTORS = ("thread", "ray")
 
-__all__ = ["EXECUTORS", "RayExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "RayExecutor", "make_executor", "shared_executor"]
+
+_shared: dict[tuple[str, str, str | None], Executor] = {}
+_shared_lock = threading.Lock()
 
 
 def make_executor(
@@ -41,6 +46,20 @@ def make_executor(
 
         return RayExecutor(address, run_id=run_id, local_slots=workers)
     raise UsageError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+def shared_executor(kind: str, *, run_id: str, address: str | None = None) -> Executor | None:
+    """One cluster executor per process, for callers that evaluate many times from many
+    threads (a bake-off grades each attempt with its own ``evaluate`` call); ``None``
+    for ``thread``, so ``evaluate`` keeps its local default. Closed at exit."""
+    if kind == "thread":
+        return None
+    with _shared_lock:
+        key = (kind, run_id, address)
+        if key not in _shared:
+            _shared[key] = make_executor(kind, run_id=run_id, address=address)
+            atexit.register(_shared[key].close)
+        return _shared[key]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,15 +133,17 @@ class RayExecutor:
             retry_exceptions=[InfraError],
         )
         self._bundles: dict[Path, tuple[Any, str]] = {}
+        self._bundles_lock = threading.Lock()  # execute() is called from many threads
 
     def _bundle(self, path: Path) -> tuple[Any, str]:
         import ray
 
-        if path not in self._bundles:
-            data = path.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            self._bundles[path] = (ray.put(data) if self.ship_bundles else None, sha)
-        return self._bundles[path]
+        with self._bundles_lock:
+            if path not in self._bundles:
+                data = path.read_bytes()
+                sha = hashlib.sha256(data).hexdigest()
+                self._bundles[path] = (ray.put(data) if self.ship_bundles else None, sha)
+            return self._bundles[path]
 
     def _submit(self, unit: EvalUnit) -> Any:
         ref, sha = self._bundle(unit.bundle)

@@ -307,3 +307,40 @@ def test_a_missing_image_is_built_on_the_node_from_the_same_key(
     finally:
         for tag in env_tags(docker_engine) - before:  # only what this test built
             docker_engine.images.remove(tag, force=True)
+
+
+def test_one_shared_executor_serves_concurrent_evaluate_calls(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path, cluster: Cluster
+) -> None:
+    """The bake-off's grading: one evaluate call per attempt, from several threads."""
+    from evalkit.executors import shared_executor
+
+    run_id = f"ray-shared-{os.getpid()}"
+    executor = shared_executor("ray", run_id=run_id)
+    assert executor is shared_executor("ray", run_id=run_id)
+    assert shared_executor("thread", run_id=run_id) is None
+    outcomes: dict[str, Any] = {}
+
+    def grade(instance_id: str) -> None:
+        outcomes[instance_id] = evaluate(
+            mini_tasks.root,
+            None,
+            f"{run_id}-{instance_id}",
+            runs_dir=tmp_path / "runs",
+            gold=True,
+            instance_ids=[instance_id],
+            executor=executor,
+            progress=False,
+            log=lambda _: None,
+        )
+
+    threads = [threading.Thread(target=grade, args=(i,)) for i in ("acme__calc-1", "acme__calc-2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert sorted(outcomes) == ["acme__calc-1", "acme__calc-2"]
+    for instance_id, outcome in outcomes.items():
+        assert [(v.instance_id, v.status) for v in outcome.verdicts] == [
+            (instance_id, Status.RESOLVED)
+        ]
