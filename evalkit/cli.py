@@ -76,6 +76,23 @@ def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
     console.print(table)
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where units run: thread (this machine) or ray (a Ray cluster; evalkit[ray]).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="RAY_ADDRESS",
+        help="Ray cluster to run on (with --executor ray); default: RAY_ADDRESS.",
+    ),
+]
+
+
 @app.command()
 def evaluate(
     tasks: Annotated[
@@ -93,6 +110,8 @@ def evaluate(
         "runs"
     ),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel sandboxes.")] = 1,
+    executor: ExecutorOption = "thread",
+    ray_address: RayAddressOption = None,
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", min=1, help="Seconds per test run (default: spec, 1800)."),
@@ -149,6 +168,8 @@ def evaluate(
                 ca_bundle=ca_bundle,
                 log=typer.echo,
                 progress=not quiet and sys.stderr.isatty(),
+                executor=executor,
+                ray_address=ray_address,
             )
     except KeyboardInterrupt:
         # Containers are removed by the sandbox's exit hooks; written lines stay.
@@ -321,6 +342,8 @@ def mine(
         int | None, typer.Option("--max", help="At most N candidates.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+    executor: ExecutorOption = "thread",
+    ray_address: RayAddressOption = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Validation runs per state.")] = 3,
     link_pattern: Annotated[
         str | None,
@@ -395,6 +418,8 @@ def mine(
         timeout=timeout,
         max_lines=max_lines,
         max_files=max_files,
+        executor=executor,
+        ray_address=ray_address,
     )
     summary = mining.mine(
         repo,

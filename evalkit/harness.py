@@ -1,7 +1,8 @@
 """The evaluation harness: one (prediction, task) in, one verdict out; runs of many.
 
 :func:`evaluate_unit` is the self-contained unit of work (inputs in, one record out)
-that an executor fans out: threads on one machine today, a cluster later.
+that an executor fans out (threads on this machine, or Ray tasks on a cluster: see
+:mod:`evalkit.executors`); units return their output as data and only the driver writes.
 :func:`evaluate` orchestrates a run: builds environment images once per repo,
 resumes from ``results.jsonl``, and writes each verdict the moment it is known.
 """
@@ -28,7 +29,7 @@ from evalkit.dataset import (
     load_predictions,
     load_task_set,
 )
-from evalkit.environment import DEPENDENCY_FILES, EnvSpec, SpecFile, resolve_spec
+from evalkit.environment import DEPENDENCY_FILES, EnvSpec, SpecFile, image_tag, resolve_spec
 from evalkit.errors import InfraError, UsageError
 from evalkit.grading import grade
 from evalkit.patch import (
@@ -257,10 +258,18 @@ class SandboxRun(NamedTuple):
     """What evalkit's collector received (JSON; see :func:`evalkit.grading.parse_evidence`)."""
     output: bytes
     """pytest's terminal output, capped (head and tail)."""
+    eval_script: str = ""
+    """The rendered eval script (returned as data: the driver writes every artifact)."""
+
+
+class SandboxSource(Protocol):
+    """Where a unit's sandbox comes from: a pool of spares, or one labelled per attempt."""
+
+    def acquire(self, image: str, limits: Limits) -> DockerSandbox: ...
 
 
 def _run_in_sandbox(
-    unit: EvalUnit, client: docker.DockerClient, pool: SandboxPool | None = None
+    unit: EvalUnit, client: docker.DockerClient, pool: SandboxSource | None = None
 ) -> SandboxRun:
     """Execute one unit; returns the raw execution facts, the evidence and the output.
 
@@ -273,7 +282,6 @@ def _run_in_sandbox(
     files = unit.files_to_run
     config_files = repository.read_files(unit.instance.base_commit, config_candidates(files))
     eval_script = render_eval_script(unit, pinned_config(config_files, files))
-    write_atomic(unit.out_dir / EVAL_SCRIPT_FILE, eval_script)
     config = prepare_config(unit.instance, unit.prediction)
     # Harness files belong to root in a root-owned tmpfs: the test user can read but
     # not rewrite them. The checkout belongs to the test user.
@@ -312,13 +320,13 @@ def _run_in_sandbox(
         execution.tampered_files = list(prepared.get("tampered_files", []))
         if execution.apply_error is not None:
             execution.duration_s = time.monotonic() - started
-            return SandboxRun(execution, "", b"")
+            return SandboxRun(execution, "", b"", eval_script)
         if prepared.get("test_patch_error"):
             execution.task_error = (
                 f"the task's test_patch does not apply: {prepared['test_patch_error']}"
             )
             execution.duration_s = time.monotonic() - started
-            return SandboxRun(execution, "", b"")
+            return SandboxRun(execution, "", b"", eval_script)
         nonce = secrets.token_hex(16)
         channel = f"/evalkit/r/{secrets.token_hex(8)}.sock"
         collector = box.start(
@@ -357,12 +365,11 @@ def _run_in_sandbox(
             _raise_if_engine_down(client)
             execution.sandbox_error = f"the sandbox failed during the test run: {exc}"
             output, evidence = b"", b""
-        write_atomic(unit.out_dir / TEST_OUTPUT_FILE, output)
     finally:
         box.close(wait=False)
     execution.session_finished = b'"session_finish"' in evidence
     execution.duration_s = round(time.monotonic() - started, 3)
-    return SandboxRun(execution, evidence.decode("utf-8", "replace"), output)
+    return SandboxRun(execution, evidence.decode("utf-8", "replace"), output, eval_script)
 
 
 def _raise_if_engine_down(client: docker.DockerClient) -> None:
@@ -382,53 +389,119 @@ class Executed(NamedTuple):
     attempts: int
 
 
+@dataclass(frozen=True)
+class UnitOutput:
+    """Everything one unit produced, returned as data (picklable): wherever the unit ran,
+    only the driver writes it, with :func:`write_unit_output`."""
+
+    verdict: Verdict
+    execution: Execution | None = None
+    """None when nothing ran: a precheck verdict, or infrastructure trouble."""
+    evidence: str = ""
+    test_output: bytes = b""
+    eval_script: str = ""
+
+    @property
+    def ran(self) -> bool:
+        return self.execution is not None
+
+
+def run_unit(
+    unit: EvalUnit,
+    client: docker.DockerClient,
+    sandboxes: SandboxSource | None = None,
+    *,
+    attempt: int = 1,
+) -> UnitOutput:
+    """One attempt at one unit, writing nothing: raises :class:`InfraError` for trouble
+    before any patched code ran, and the executor decides whether to try again.
+
+    No :func:`precheck` here: the miner runs the empty patch on purpose (its "before").
+    """
+    execution, evidence, output, script = _run_in_sandbox(unit, client, sandboxes)
+    verdict = grade(
+        unit.instance,
+        execution,
+        evidence,
+        output.decode("utf-8", "replace"),
+        model_name_or_path=unit.prediction.model_name_or_path,
+        patch=unit.prediction.model_patch,
+        selected=unit.test_files is None,
+    ).model_copy(update={"attempts": attempt, "finished_at": _now()})
+    return UnitOutput(verdict, execution, evidence, output, script)
+
+
+def run_unit_with_retries(
+    unit: EvalUnit,
+    client: docker.DockerClient,
+    sandboxes: SandboxSource | None = None,
+    *,
+    attempts: int = INFRA_ATTEMPTS,
+) -> UnitOutput:
+    """The local retry policy: infrastructure trouble is retried, then recorded as an
+    infra verdict; a model's failure is a verdict and never retried."""
+    error = "not run"
+    for attempt in range(1, attempts + 1):
+        try:
+            return run_unit(unit, client, sandboxes, attempt=attempt)
+        except InfraError as exc:
+            error = str(exc)
+    return UnitOutput(infra_verdict(unit.prediction, error, attempts=attempts))
+
+
+def write_unit_output(unit: EvalUnit, output: UnitOutput) -> None:
+    """Save a unit's artifacts in its directory (on the driver; overwrites a retry's)."""
+    out = unit.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / PATCH_FILE, unit.prediction.model_patch)
+    if output.eval_script:
+        write_atomic(out / EVAL_SCRIPT_FILE, output.eval_script)
+    if output.execution is not None:
+        write_atomic(out / TEST_OUTPUT_FILE, output.test_output)
+        write_model(out / EXECUTION_FILE, output.execution)
+        write_atomic(out / TEST_REPORT_FILE, output.evidence)
+        write_model(out / VERDICT_FILE, output.verdict)
+
+
+def executed(output: UnitOutput) -> Executed:
+    """The raw execution facts of a unit that ran, or its :class:`InfraError`."""
+    if output.execution is None:
+        raise InfraError(output.verdict.error or "the unit did not run")
+    return Executed(
+        output.execution,
+        output.evidence,
+        output.test_output.decode("utf-8", "replace"),
+        output.verdict.attempts,
+    )
+
+
 def execute_unit(
     unit: EvalUnit, client: docker.DockerClient | None = None, pool: SandboxPool | None = None
 ) -> Executed:
-    """Run one unit in a fresh sandbox and save its raw outputs; no grading.
+    """Run one unit here in a fresh sandbox and save its raw outputs; no grading.
 
     Infrastructure trouble is retried once, then raised as :class:`InfraError`.
     """
     from evalkit.sandbox import docker_client
 
-    unit.out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(unit.out_dir / PATCH_FILE, unit.prediction.model_patch)
-    last_error = ""
-    for attempt in range(1, INFRA_ATTEMPTS + 1):
-        try:
-            execution, evidence, output = _run_in_sandbox(unit, client or docker_client(), pool)
-        except InfraError as exc:
-            last_error = str(exc)
-            continue
-        write_model(unit.out_dir / EXECUTION_FILE, execution)
-        write_atomic(unit.out_dir / TEST_REPORT_FILE, evidence)
-        return Executed(execution, evidence, output.decode("utf-8", "replace"), attempt)
-    raise InfraError(last_error)
+    output = run_unit_with_retries(unit, client or docker_client(), pool)
+    write_unit_output(unit, output)
+    return executed(output)
 
 
 def evaluate_unit(
     unit: EvalUnit, client: docker.DockerClient | None = None, pool: SandboxPool | None = None
 ) -> Verdict:
-    """Evaluate one prediction on one task: inputs in, one verdict out. Never raises for
-    infrastructure trouble: it is retried, then recorded as ``error`` + ``infra_failure``."""
+    """Evaluate one prediction on one task here: inputs in, one verdict out. Never raises
+    for infrastructure trouble: it is retried, then recorded as ``error`` + ``infra_failure``."""
+    from evalkit.sandbox import docker_client
+
     early = precheck(unit.prediction)
     if early is not None:
         return early
-    try:
-        execution, evidence, output, attempt = execute_unit(unit, client, pool)
-    except InfraError as exc:
-        return infra_verdict(unit.prediction, str(exc), attempts=INFRA_ATTEMPTS)
-    verdict = grade(
-        unit.instance,
-        execution,
-        evidence,
-        output,
-        model_name_or_path=unit.prediction.model_name_or_path,
-        patch=unit.prediction.model_patch,
-        selected=unit.test_files is None,
-    ).model_copy(update={"attempts": attempt, "finished_at": _now()})
-    write_model(unit.out_dir / VERDICT_FILE, verdict)
-    return verdict
+    output = run_unit_with_retries(unit, client or docker_client(), pool)
+    write_unit_output(unit, output)
+    return output.verdict
 
 
 def infra_verdict(prediction: Prediction, reason: str, *, attempts: int = 1) -> Verdict:
@@ -493,9 +566,25 @@ def build_environment(
 
 
 class Executor(Protocol):
-    """Runs units and yields verdicts as they finish (any order)."""
+    """Runs units and yields each one's output as it finishes (any order), exactly once.
 
-    def run(self, units: list[EvalUnit]) -> Iterator[Verdict]: ...
+    Executors return outputs as data and write nothing: :func:`_drive` writes them on
+    the driver. ``builds_images``: units may arrive with only their build key as
+    ``image`` (the executor builds on the machine that runs them), so the driver needs
+    no Docker engine of its own.
+    """
+
+    builds_images: bool
+
+    def run(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, UnitOutput]]: ...
+
+    def execute(self, unit: EvalUnit) -> UnitOutput:
+        """One unit, blocking (safe to call from several threads): the miner's runs."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection); idempotent."""
+        ...
 
 
 class ThreadExecutor:
@@ -506,28 +595,42 @@ class ThreadExecutor:
     critical path.
     """
 
+    builds_images = False
+
     def __init__(self, workers: int, client: docker.DockerClient | None = None, label: str = "1"):
         self.workers = max(1, workers)
         self.client = client
         self.label = label
 
-    def run(self, units: list[EvalUnit]) -> Iterator[Verdict]:
+    def _client(self) -> docker.DockerClient:
         from evalkit.sandbox import docker_client
 
-        client = self.client or docker_client()
+        if self.client is None:
+            self.client = docker_client()
+        return self.client
+
+    def execute(self, unit: EvalUnit) -> UnitOutput:
+        return run_unit_with_retries(unit, self._client())
+
+    def close(self) -> None:
+        pass
+
+    def run(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, UnitOutput]]:
+        client = self._client()
         allow_new_sandboxes()
         sandboxes = SandboxPool(client, self.label)
         threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
-        pending: set[Future[Verdict]] = set()
+        pending: dict[Future[UnitOutput], EvalUnit] = {}
         queue = list(reversed(units))
         try:
             while queue or pending:
                 while queue and len(pending) < self.workers:
                     unit = queue.pop()
-                    pending.add(threads.submit(evaluate_unit, unit, client, sandboxes))
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    future = threads.submit(run_unit_with_retries, unit, client, sandboxes)
+                    pending[future] = unit
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield future.result()
+                    yield pending.pop(future), future.result()
         except BaseException:
             # Interrupted: kill running sandboxes now so workers return at once.
             remove_live_containers(stop=True)
@@ -637,9 +740,14 @@ def evaluate(
     ca_bundle: Path | None = None,
     log: Log = print,
     progress: bool = True,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    ray_address: str | None = None,
 ) -> RunOutcome:
-    """Evaluate predictions (or ``gold``) on a task set; resumable by ``run_id``."""
+    """Evaluate predictions (or ``gold``) on a task set; resumable by ``run_id``.
+
+    ``executor``: an :class:`Executor`, or a name (``"thread"``, the default, or
+    ``"ray"`` with ``ray_address``; see :mod:`evalkit.executors`).
+    """
     from evalkit.images import resolve_ca_bundle
     from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
 
@@ -673,14 +781,32 @@ def evaluate(
 
         client = None
         images: dict[str, str] = {}
+        runner = None if executor is None or isinstance(executor, str) else executor
+        on_nodes = executor == "ray" or (runner is not None and runner.builds_images)
         if plan.units:
             install_signal_cleanup()
-            client = docker_client()
-            # Any invocation reaps what nobody owns any more: expired sandboxes, and those
-            # of dead evalkit processes on this host, whatever their run.
-            remove_stale(client)
-            plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
-            plan.immediate += failed
+            if on_nodes:
+                # Built where the units run, from the same recipe and key (docs/scale-out.md).
+                for u in plan.units:
+                    images[u.instance.repo] = image_tag(u.instance.repo, u.image)
+            else:
+                client = docker_client()
+                # Any invocation reaps what nobody owns any more: expired sandboxes, and those
+                # of dead evalkit processes on this host, whatever their run.
+                remove_stale(client)
+                plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
+                plan.immediate += failed
+        created = runner is None  # a caller's executor stays open for its next run
+        if runner is None:
+            from evalkit.executors import make_executor
+
+            runner = make_executor(
+                executor if isinstance(executor, str) else "thread",
+                workers=workers,
+                run_id=run_id,
+                client=client,
+                address=ray_address,
+            )
         write_model(
             run.manifest,
             RunManifest(
@@ -699,8 +825,11 @@ def evaluate(
             append_jsonl(run.results, plan.immediate)
         if plan.skipped:
             log(f"resuming {run_id}: {plan.skipped} finished result(s) kept")
-        runner = executor or ThreadExecutor(workers, client, label=run_id)
-        evaluated = _drive(runner, plan.units, run.results, progress, log)
+        try:
+            evaluated = _drive(runner, plan.units, run.results, progress, log)
+        finally:
+            if created:
+                runner.close()
         verdicts = [v for v in compact_verdicts(run.results).verdicts if v.instance_id in selected]
         summaries = _write_report(run.path, verdicts, selected, submitted)
     return RunOutcome(run.path, summaries, problems, verdicts, evaluated)
@@ -860,7 +989,13 @@ def _drive(runner: Executor, units: list[EvalUnit], results: Path, progress: boo
         transient=False,
     ) as bar:
         task = bar.add_task("", total=len(units))
-        for verdict in runner.run(units):
+        seen: set[tuple[str, str]] = set()
+        for unit, output in runner.run(units):
+            verdict = output.verdict
+            if verdict.key in seen:
+                continue  # an executor's duplicate (a retried unit): the first one stands
+            seen.add(verdict.key)
+            write_unit_output(unit, output)  # artifacts first: a verdict line has its files
             append_jsonl(results, [verdict])  # written as each finishes: nothing is lost
             count += 1
             label = f"{verdict.instance_id[:60]} [{verdict.model_name_or_path[:60]}]"

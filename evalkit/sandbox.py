@@ -285,8 +285,10 @@ class DockerSandbox:
         label: str = "1",
         workdir: str = "/testbed",
         mounts: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
     ):
-        """``mounts`` maps container paths to host paths, bound read-only."""
+        """``mounts`` maps container paths to host paths, bound read-only; ``labels`` are
+        added to evalkit's own (a cluster unit's run, unit and attempt)."""
         from docker.errors import DockerException
 
         if _stopping.is_set():
@@ -325,6 +327,7 @@ class DockerSandbox:
                 volumes=volumes,
                 environment={},
                 labels={
+                    **(labels or {}),
                     LABEL: label,
                     LABEL_INVOCATION: invocation_id(),
                     LABEL_DEADLINE: str(int(self.deadline)),

@@ -80,6 +80,9 @@ class MineOptions:
     max_lines: int = 2000
     max_files: int = 50
     timeout: float = 300.0
+    executor: str = "thread"
+    """Where validation runs execute: ``thread`` or ``ray`` (see evalkit.executors)."""
+    ray_address: str | None = None
 
 
 class Rejection(NamedTuple):

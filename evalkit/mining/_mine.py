@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -222,6 +224,8 @@ def mine(
         timeout=options.timeout,
         log=log,
         progress=progress,
+        executor=options.executor,
+        ray_address=options.ray_address,
     )
     for slot, instance in finished.items():
         rejection = checks.get(instance.instance_id)
@@ -431,12 +435,23 @@ def _validate_all(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from evalkit.executors import make_executor
     from evalkit.sandbox import docker_client
 
-    engine = client or docker_client()
+    executor = None
+    if options.executor != "thread":  # else validation runs here, as it always has
+        executor = make_executor(
+            options.executor,
+            workers=options.workers,
+            run_id=f"mine-{os.getpid()}",
+            address=options.ray_address,
+        )
+    remote = executor is not None and executor.builds_images
+    engine = None if remote else client or docker_client()
     workdir = out / VALIDATION_DIR
     images = EnvImages(engine, workdir / "images", log)
     with (
+        contextlib.closing(executor) if executor is not None else contextlib.nullcontext(),
         Progress(
             TextColumn("[bold]validate"),
             BarColumn(),
@@ -459,6 +474,7 @@ def _validate_all(
                 workdir / "runs",
                 engine,
                 images,
+                executor,
             ): d
             for d in drafts
         }

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import docker
 
     from evalkit.environment import EnvSpec, SpecFile
-    from evalkit.harness import Executed
+    from evalkit.harness import Executed, Executor
 
 Runs = Sequence[dict[str, TestOutcome]]
 Log = Callable[[str], None]
@@ -134,7 +134,8 @@ class EnvImages:
     """Environment images for one mining run: each build key built once, and a failed
     build reported to every candidate that needs it without building again."""
 
-    def __init__(self, client: docker.DockerClient, build_logs: Path, log: Log):
+    def __init__(self, client: docker.DockerClient | None, build_logs: Path, log: Log):
+        """``client`` None: images are built where the units run (a cluster executor)."""
         from evalkit.images import resolve_ca_bundle
 
         self._client = client
@@ -154,6 +155,8 @@ class EnvImages:
 
         repository = Repository(bundle)
         spec, key = resolve_environment(spec_file, instance, repository)
+        if self._client is None:
+            return spec, key  # the executor builds it on the node, from the same key
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -184,8 +187,9 @@ def validate_candidate(
     spec_file: SpecFile,
     options: MineOptions,
     workdir: Path,
-    client: docker.DockerClient,
+    client: docker.DockerClient | None,
     images: EnvImages,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Run the touched test files with the test patch only (before) and with the fix too
     (after), ``options.runs`` times each in fresh sandboxes, and classify the results.
@@ -197,7 +201,9 @@ def validate_candidate(
 
     try:
         spec, image = images.image(spec_file, instance, bundle)
-        return _runs(instance, tuple(test_files), bundle, spec, image, options, workdir, client)
+        return _runs(
+            instance, tuple(test_files), bundle, spec, image, options, workdir, client, executor
+        )
     except (InfraError, docker.errors.DockerException) as exc:
         return Outcome(None, Rejection("environment", str(exc)[:500]))
 
@@ -210,10 +216,12 @@ def _runs(
     image: str,
     options: MineOptions,
     workdir: Path,
-    client: docker.DockerClient,
+    client: docker.DockerClient | None,
+    executor: Executor | None = None,
 ) -> Outcome:
     from evalkit.grading import parse_test_report, trust_problem
-    from evalkit.harness import EvalUnit, execute_unit
+    from evalkit.harness import EvalUnit, execute_unit, write_unit_output
+    from evalkit.harness import executed as executed_of
 
     def run(label: str, patch: str, deselect: Sequence[str]) -> Executed:
         args = [a for t in deselect for a in ("--deselect", t)]
@@ -229,7 +237,11 @@ def _runs(
             timeout=min(options.timeout, spec.timeout),
             test_files=test_files,
         )
-        return execute_unit(unit, client)
+        if executor is None:
+            return execute_unit(unit, client)
+        output = executor.execute(unit)  # wherever it ran, written here
+        write_unit_output(unit, output)
+        return executed_of(output)
 
     before: list[dict[str, TestOutcome]] = []
     after: list[dict[str, TestOutcome]] = []
@@ -291,6 +303,8 @@ def gold_check(
     timeout: float,
     log: Log,
     progress: bool,
+    executor: str = "thread",
+    ray_address: str | None = None,
 ) -> dict[str, Rejection | None]:
     """Each finished instance through ``evaluate --gold``: the same code path, bundle and
     ``evalkit.toml`` a later ``evalkit evaluate --gold --tasks OUT`` uses. The instances
@@ -318,6 +332,8 @@ def gold_check(
         gold=True,
         log=log,
         progress=progress,
+        executor=executor,
+        ray_address=ray_address,
     )
     verdicts = {v.instance_id: v for v in outcome.verdicts}
     results: dict[str, Rejection | None] = {}
