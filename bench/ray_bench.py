@@ -10,6 +10,11 @@ Needs Ray (pip install 'evalkit[ray]') and a Docker engine. Figures go in docs/s
 
 from __future__ import annotations
 
+import os as _os
+
+# Every Ray address on 127.0.0.1 (this machine talks to loopback only); before Ray loads.
+_os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import argparse
 import math
 import os

@@ -17,7 +17,7 @@ if ((${#missing[@]})); then
 fi
 
 echo "setup: installing evalkit and its Python dependencies"
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+python3 -m pip install -q --disable-pip-version-check -e '.[dev,ray]'
 
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd"

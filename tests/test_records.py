@@ -340,8 +340,8 @@ def test_run_dir_gives_two_models_with_look_alike_names_separate_unit_dirs(
 
 
 def test_hypothesis_directory_names_property(tmp_path: Path) -> None:
-    hypothesis = pytest.importorskip("hypothesis")
-    st = pytest.importorskip("hypothesis.strategies")
+    import hypothesis
+    import hypothesis.strategies as st
 
     @hypothesis.settings(max_examples=300, deadline=None)
     @hypothesis.given(st.text(), st.text())

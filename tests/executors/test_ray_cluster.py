@@ -21,8 +21,11 @@ from evalkit.harness import evaluate
 from evalkit.records import RunDir, Status, read_verdicts
 from tests.conftest import FIXED_ADD, FIXED_BOTH, MiniTasks
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+# Every Ray address on 127.0.0.1: Ray otherwise advertises the machine's outward
+# interface, and tests here talk to loopback only. Set before Ray is imported.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+from ray.cluster_utils import Cluster
 
 pytestmark = pytest.mark.docker
 
