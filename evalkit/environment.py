@@ -226,8 +226,8 @@ def load_spec_file(path: Path) -> SpecFile:
         if not isinstance(data.get(section, {}), dict):
             raise UsageError(f"[{section}] must be a table", path=str(path))
     defaults = _check_keys(dict(data.get("defaults", {})), "[defaults]", path)
-    repos = {}
-    instances = {}
+    repos: dict[str, dict[str, Any]] = {}
+    instances: dict[str, dict[str, Any]] = {}
     for kind, target in (("repos", repos), ("instances", instances)):
         for k, v in data.get(kind, {}).items():
             if not isinstance(v, dict):
@@ -311,9 +311,10 @@ CI_FILES = (
 
 def _toml(text: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return {}
+    return data
 
 
 def _pyproject_extras(text: str) -> set[str]:
@@ -578,7 +579,8 @@ def infer_spec(files: dict[str, str], commit_date: datetime | None = None) -> En
             env=(("PYTHONPATH", "/testbed/src:/testbed"),),
             inferred_from=tuple(used),
         )
-    chosen = sorted(e for e in extras if e in TEST_EXTRAS[:3] or e in tox_extras)
+    # tox's extras are the project's own word on what its tests need, declared or not.
+    chosen = sorted({e for e in extras if e in TEST_EXTRAS[:3]} | set(tox_extras))
     if not chosen and "dev" in extras:  # "dev" only when there is none: it often pulls docs tooling
         chosen = ["dev"]
     target = f".[{','.join(chosen)}]" if chosen else "."

@@ -194,8 +194,10 @@ def _resolve_base_image(
         )
     nearest = min(
         PROVIDED_PYTHONS,
-        key=lambda v: abs(int(v.split(".")[1]) - int(python.split(".")[1])) * 2
-        + (int(v.split(".")[1]) < int(python.split(".")[1])),
+        key=lambda v: (
+            abs(int(v.split(".")[1]) - int(python.split(".")[1])) * 2
+            + (int(v.split(".")[1]) < int(python.split(".")[1]))
+        ),
     )
     log(f"warning: Python {python} is not available; substituting {nearest} (--substitute-python)")
     return BaseChoice(_bootstrap_for(client, nearest, log), nearest, f"{python} -> {nearest}")
