@@ -217,3 +217,35 @@ def test_predictions_on_an_unchecked_task_set_warn_once(
         ],
     )
     assert result.output.count(f"evalkit tasks validate {tasks}") == 1, result.output
+
+
+def test_a_python_that_cannot_be_had_is_refused_in_one_line(
+    dated: dict[str, Any], tmp_path: Path
+) -> None:
+    tasks = tmp_path / "py399"
+    shutil.copytree(dated["tasks"], tasks)
+    (tasks / "evalkit.toml").write_text('[defaults]\npython = "3.99"\n')
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--tasks", str(tasks), "--gold", "--run-id", "x", "--runs-dir", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    (line,) = [x for x in result.output.splitlines() if "error" in x]
+    assert "Python 3.99 is not available" in line and "--substitute-python" in line
+
+
+def test_substituting_python_is_recorded_on_every_result(
+    dated: dict[str, Any], tmp_path: Path
+) -> None:
+    tasks = tmp_path / "py38"
+    shutil.copytree(dated["tasks"], tasks)
+    (tasks / "evalkit.toml").write_text('[defaults]\npython = "3.8"\n')
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--tasks", str(tasks), "--gold", "--run-id", "s", "--substitute-python"]
+        + ["--runs-dir", str(tmp_path)],  # noqa: RUF005
+    )
+    assert "substituting 3.9" in result.output
+    lines = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").open()]
+    latest = {v["instance_id"]: v for v in lines}
+    assert {v["python_substituted"] for v in latest.values()} == {"3.8 -> 3.9"}
