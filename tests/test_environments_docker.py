@@ -240,11 +240,8 @@ def test_substituting_python_is_recorded_on_every_result(
     tasks = tmp_path / "py38"
     shutil.copytree(dated["tasks"], tasks)
     (tasks / "evalkit.toml").write_text('[defaults]\npython = "3.8"\n')
-    result = CliRunner().invoke(
-        app,
-        ["evaluate", "--tasks", str(tasks), "--gold", "--run-id", "s", "--substitute-python"]
-        + ["--runs-dir", str(tmp_path)],  # noqa: RUF005
-    )
+    args = ["evaluate", "--tasks", str(tasks), "--gold", "--run-id", "s", "--substitute-python"]
+    result = CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path)])
     assert "substituting 3.9" in result.output
     lines = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").open()]
     latest = {v["instance_id"]: v for v in lines}
