@@ -373,12 +373,23 @@ def _now() -> str:
 # --- atomic, append-only IO -------------------------------------------------
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file under the current umask (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a whole file so readers see the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # the same permissions as every other file written
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()
