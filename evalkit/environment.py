@@ -118,7 +118,7 @@ class EnvSpec:
     def build_key(self, dependency_files: dict[str, str]) -> str:
         """Content hash naming the environment image: same inputs, same image."""
         payload = {
-            "recipe": 4,
+            "recipe": 5,
             "base_image": self.base_image,
             "python": self.python,
             "exclude_newer": self.exclude_newer,

@@ -65,6 +65,8 @@ class Candidate(Record):
     files_changed: int = 0
     flaky_tests: list[str] = Field(default_factory=list)
     validated_at: str = ""
+    spec_sha256: str = ""
+    """Of the evalkit.toml tables it was validated with: another spec validates it again."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import time
@@ -180,7 +182,13 @@ def mine(
     index = issues if isinstance(issues, IssueIndex) or issues is None else IssueIndex(dict(issues))
 
     plan, linked, summary.kept_from_before = _select(
-        changes, previous, index, repo_name=repo_name, source=source, options=options
+        changes,
+        previous,
+        index,
+        repo_name=repo_name,
+        source=source,
+        options=options,
+        spec_file=spec_file,
     )
     kept = {c.instance_id for c in plan if c.status == "accepted" and c.instance_id}
     kept |= {c.instance_id for c in previous.values() if c.status == "accepted" and c.instance_id}
@@ -280,6 +288,37 @@ def _write_spec(out: Path, spec_path: Path | None, options: MineOptions) -> Spec
     return load_spec_file(out / ENV_SPEC_FILE)
 
 
+_VALIDATED = {
+    "environment",
+    "gold_run_untrusted",
+    "gold_breaks_tests",
+    "no_fail_to_pass",
+    "gold_check_failed",
+    "test_patch_does_not_apply",
+    "patch_does_not_apply",
+}
+"""Verdicts that came from running the change: a new environment spec can change them."""
+
+
+def spec_digest(spec_file: SpecFile | None, repo: str, instance_id: str | None) -> str:
+    """Hash of the spec tables that apply to one candidate (defaults, repo, instance)."""
+    if spec_file is None:
+        return ""
+    tables = [
+        spec_file.defaults,
+        spec_file.repos.get(repo, {}),
+        spec_file.instances.get(instance_id or "", {}),
+    ]
+    return hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_changed(old: Candidate, spec_file: SpecFile | None, repo: str) -> bool:
+    """Whether re-mining with another ``--spec`` must validate ``old`` again."""
+    if spec_file is None or not (old.status == "accepted" or old.reason in _VALIDATED):
+        return False
+    return old.spec_sha256 != spec_digest(spec_file, repo, old.instance_id)
+
+
 def _rejected(candidate: Candidate, rejection: Rejection) -> Candidate:
     return candidate.model_copy(
         update={"status": "rejected", "reason": rejection.reason, "detail": rejection.detail}
@@ -294,6 +333,7 @@ def _select(
     repo_name: str,
     source: SourceKind,
     options: MineOptions,
+    spec_file: SpecFile | None = None,
 ) -> tuple[list[Candidate], list[_Linked], int]:
     """Linked changes, newest first: earlier verdicts, issue-source rejections, and the
     rest (to be diffed and validated)."""
@@ -313,7 +353,11 @@ def _select(
         if options.max_candidates is not None and len(plan) >= options.max_candidates:
             break
         old = previous.get(commit.sha)
-        if old is not None and old.reason != "environment":
+        if (
+            old is not None
+            and old.reason != "environment"
+            and not _spec_changed(old, spec_file, repo_name)
+        ):
             plan.append(old)
             kept += 1
             continue
@@ -328,6 +372,7 @@ def _select(
             source=source,
             instance_id=old.instance_id if old is not None else None,
             validated_at=_now(),
+            spec_sha256=spec_digest(spec_file, repo_name, old.instance_id if old else None),
         )
         issues: list[Issue] = []
         if index is not None:
@@ -382,7 +427,10 @@ def _drafts(
         }
         instance_id = candidate.instance_id
         if instance_id is None or instance_id in taken:
-            instance_id = instance_id_for(repo_name, item.refs[0].key, commit.sha, taken)
+            # SWE-bench names a task by its pull request; the issues stay a field
+            # (evalkit_issue_keys). Without a pull request, by the first issue.
+            key = candidate.pull_request if (candidate.pull_request or "").isdigit() else None
+            instance_id = instance_id_for(repo_name, key or item.refs[0].key, commit.sha, taken)
         taken.add(instance_id)
         instance = make_instance(
             item.change,
