@@ -41,7 +41,7 @@ def read(repo: Path, commit: str, paths: tuple[str, ...]) -> dict[str, str]:
 def pip_variant(spec):  # type: ignore[no-untyped-def]
     """The same recipe with pip and no date bound: how images were built before."""
     def to_pip(cmd: str) -> str:
-        if cmd == f"{INSTALLER} --test-extras":
+        if cmd.startswith(f"{INSTALLER} --test-extras"):
             return "true"
         return re.sub(rf"^{INSTALLER}\b", "pip install --no-cache-dir", cmd).replace(
             " -C editable_mode=compat", " --config-settings editable_mode=compat"

@@ -586,5 +586,5 @@ def infer_spec(files: dict[str, str], commit_date: datetime | None = None) -> En
     target = f".[{','.join(chosen)}]" if chosen else "."
     args += ["-e", target, "-C", "editable_mode=compat"]
     used.extend(packaged)
-    commands = [shlex.join([INSTALLER, *args]), f"{INSTALLER} --test-extras"]
+    commands = [shlex.join([INSTALLER, *args]), shlex.join([INSTALLER, "--test-extras", *chosen])]
     return replace(base, install=tuple(commands), inferred_from=tuple(used))

@@ -6,7 +6,7 @@ When a needed release was deleted from the index (e.g. old ``atomicwrites``), uv
 which package its date filter emptied; that package alone is then resolved without the
 bound, and the exception is recorded in /etc/evalkit/exclude-newer-overrides.json.
 
-``evalkit-install --test-extras`` reads the metadata the project's own build produced
+``evalkit-install --test-extras [KNOWN...]`` reads the metadata the project's own build produced
 (the distribution installed from /testbed) and installs the extras that name tests.
 """
 
@@ -85,7 +85,7 @@ def split_requirement_files(args):
 
 def main(argv):
     if argv[:1] == ["--test-extras"]:
-        return test_extras()
+        return test_extras(argv[1:])
     code = install(argv)
     if code == 0:
         return 0
@@ -101,7 +101,8 @@ def main(argv):
     return install(rest) if rest else 0
 
 
-def test_extras():
+def test_extras(known):
+    """Install the test extras of the built metadata not in ``known`` (installed already)."""
     try:
         from importlib import metadata
     except ImportError:  # Python 3.7
@@ -118,9 +119,10 @@ def test_extras():
         installed = dist.metadata["Name"]
     with open(os.path.join(ETC, "test-extras.json"), "w") as handle:
         json.dump({"distribution": installed, "extras": chosen}, handle)
-    if not chosen:
+    new = [e for e in chosen if e not in known]
+    if not new:
         return 0
-    print("evalkit-install: test extras from the built metadata: %s" % ", ".join(chosen))
+    print("evalkit-install: test extras from the built metadata: %s" % ", ".join(new))
     return install(["-e", ".[%s]" % ",".join(chosen), "-C", "editable_mode=compat"])
 
 

@@ -22,7 +22,7 @@ def test_pyproject_with_test_extra_installs_it_editable() -> None:
     spec = infer_spec({"pyproject.toml": PYPROJECT})
     assert spec.install == (
         "evalkit-install -e '.[tests]' -C editable_mode=compat",
-        "evalkit-install --test-extras",
+        "evalkit-install --test-extras tests",
     )
 
 
@@ -143,7 +143,7 @@ def test_extras_declared_through_a_variable_are_found() -> None:
     spec = infer_spec({"setup.py": setup})
     assert "'.[tests]'" in spec.install[0] and "simplejson" in spec.install[0]
     # Extras computed at run time are read from the built metadata in the image.
-    assert spec.install[-1] == "evalkit-install --test-extras"
+    assert spec.install[-1] == "evalkit-install --test-extras tests"
 
 
 def test_tox_deps_extras_and_the_requirement_files_tox_names() -> None:

@@ -191,7 +191,14 @@ def mine(
         spec_file=spec_file,
     )
     kept = {c.instance_id for c in plan if c.status == "accepted" and c.instance_id}
-    kept |= {c.instance_id for c in previous.values() if c.status == "accepted" and c.instance_id}
+    # Earlier accepted tasks stay, unless being validated again (a new --spec): then
+    # the new verdict decides, under the same name.
+    planned = {c.fix_commit: c for c in plan}
+    kept |= {
+        c.instance_id
+        for sha, c in previous.items()
+        if c.status == "accepted" and c.instance_id and planned.get(sha, c) is c
+    }
     instances = {
         iid: inst
         for iid, inst in old_instances.items()
