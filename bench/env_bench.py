@@ -18,7 +18,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from evalkit.environment import INSTALLER, SpecFile, image_tag, read_dependency_files, resolve_spec
+from evalkit.environment import (
+    DEFAULT_PYTHON,
+    INSTALLER,
+    SpecFile,
+    image_tag,
+    read_dependency_files,
+    resolve_spec,
+)
 from evalkit.images import _context, render_dockerfile, resolve_base_image, resolve_ca_bundle
 from evalkit.repo import _git
 from evalkit.sandbox import docker_client
@@ -39,7 +46,10 @@ def read(repo: Path, commit: str, paths: tuple[str, ...]) -> dict[str, str]:
 
 
 def pip_variant(spec):  # type: ignore[no-untyped-def]
-    """The same recipe with pip and no date bound: how images were built before."""
+    """The same recipe with pip, no date bound and the old default Python (3.11, whatever
+    the project): how images were built before (bullseye's pip 20.3 has no
+    ``--config-settings``, so the old recipe could not even run on 3.9)."""
+
     def to_pip(cmd: str) -> str:
         if cmd.startswith(f"{INSTALLER} --test-extras"):
             return "true"
@@ -50,6 +60,7 @@ def pip_variant(spec):  # type: ignore[no-untyped-def]
     packages = " ".join(shlex.quote(p) for p in spec.pip_packages)
     return replace(
         spec,
+        python=DEFAULT_PYTHON,
         exclude_newer="",
         pip_packages=(),
         install=(f"pip install --no-cache-dir {packages}", *(to_pip(c) for c in spec.install)),
@@ -62,8 +73,13 @@ def build(client, dockerfile: str, src: bytes, ca: Path | None, tag: str) -> dic
     current, started = "", time.monotonic()
     t0 = started
     stream = client.api.build(
-        fileobj=_context(dockerfile, src, ca), custom_context=True, tag=tag, rm=True,
-        forcerm=True, decode=True, nocache=True,
+        fileobj=_context(dockerfile, src, ca),
+        custom_context=True,
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        decode=True,
+        nocache=True,
     )
     for chunk in stream:
         line = str(chunk.get("stream", ""))
@@ -99,7 +115,10 @@ def main() -> None:
     ca = resolve_ca_bundle(None)
     src = tree_tar(args.repo, args.commit)
     rows = []
-    for name, spec in (("before (pip, no date)", before), ("after (uv, dated)", after)):
+    for name, spec in (
+        (f"before (pip, no date, Python {before.python})", before),
+        (f"after (uv, dated, Python {after.python})", after),
+    ):
         base = resolve_base_image(client, spec)
         dockerfile = render_dockerfile(
             spec, repo=args.repo_name, key="bench", base_image=base.image, ca=ca is not None
@@ -108,8 +127,10 @@ def main() -> None:
         steps = build(client, dockerfile, src, ca, tag)
         rows.append((name, steps))
         client.images.remove(tag, force=True)
-    print(f"{args.repo_name} @ {args.commit[:10]} (Python {after.python}, resolved as of "
-          f"{after.exclude_newer or 'today'})")
+    print(
+        f"{args.repo_name} @ {args.commit[:10]} (Python {after.python}, resolved as of "
+        f"{after.exclude_newer or 'today'})"
+    )
     for name, steps in rows:
         print(f"  {name}: total {steps['total']:.1f} s")
         for step, seconds in steps.items():

@@ -354,6 +354,10 @@ def _select(
         number = pull_request_number(commit.message)
         pr = index.pull_requests.get(number) if index is not None and number else None
         text = change.messages + (f"\n\n{pr.title}\n\n{pr.body}" if pr is not None else "")
+        closed = index.closed_by.get(number, []) if index is not None and number else []
+        # The export names the issues this pull request closed: a squash commit
+        # "Title (#N)" links them as SWE-bench links a pull request to its issues.
+        text += "".join(f"\nCloses #{key}" for key in closed)
         refs = find_links(text, repo=repo_name, link_pattern=options.link_pattern)
         if not refs:
             continue
