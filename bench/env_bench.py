@@ -81,8 +81,10 @@ def build(client, dockerfile: str, src: bytes, ca: Path | None, tag: str) -> dic
         decode=True,
         nocache=True,
     )
+    tail: list[str] = []
     for chunk in stream:
         line = str(chunk.get("stream", ""))
+        tail = [*tail[-40:], *line.splitlines()]
         match = re.match(r"Step \d+/\d+ : (.*)", line)
         if match:
             now = time.monotonic()
@@ -90,7 +92,9 @@ def build(client, dockerfile: str, src: bytes, ca: Path | None, tag: str) -> dic
                 steps[current] = steps.get(current, 0.0) + now - started
             current, started = match.group(1)[:60], now
         if "error" in chunk:
-            raise SystemExit(f"build failed: {chunk['error']}")
+            # A recipe that cannot build is a result too: say why, in one line.
+            errors = [t for t in tail if re.search(r"error|Error|ERROR", t)] or tail
+            return {"total": time.monotonic() - t0, "failed": errors[-1][:200]}  # type: ignore[dict-item]
     if current:
         steps[current] = steps.get(current, 0.0) + time.monotonic() - started
     steps["total"] = time.monotonic() - t0
@@ -126,12 +130,16 @@ def main() -> None:
         tag = image_tag(args.repo_name, f"bench-{name.split()[0]}")
         steps = build(client, dockerfile, src, ca, tag)
         rows.append((name, steps))
-        client.images.remove(tag, force=True)
+        if "failed" not in steps:
+            client.images.remove(tag, force=True)
     print(
         f"{args.repo_name} @ {args.commit[:10]} (Python {after.python}, resolved as of "
         f"{after.exclude_newer or 'today'})"
     )
     for name, steps in rows:
+        if "failed" in steps:
+            print(f"  {name}: FAILED after {steps['total']:.1f} s: {steps['failed']}")
+            continue
         print(f"  {name}: total {steps['total']:.1f} s")
         for step, seconds in steps.items():
             if step != "total" and seconds >= 0.5:
