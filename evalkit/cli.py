@@ -388,6 +388,10 @@ def mine(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="evalkit.toml to build and test with.")
     ] = None,
+    branch: Annotated[
+        list[str] | None,
+        typer.Option("--branch", help="Also mine this (maintenance) branch (repeatable)."),
+    ] = None,
 ) -> None:
     """Turn a repository's closed issues and their fixes into a validated task set.
 
@@ -444,6 +448,7 @@ def mine(
         timeout=timeout,
         max_lines=max_lines,
         max_files=max_files,
+        branches=tuple(branch or ()),
     )
     summary = mining.mine(
         repo,

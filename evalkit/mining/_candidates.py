@@ -81,6 +81,8 @@ class MineOptions:
     test_globs: tuple[str, ...] = ()
     max_lines: int = 2000
     max_files: int = 50
+    branches: tuple[str, ...] = ()
+    """Maintenance branches mined too (their own first-parent chains), beside HEAD."""
     timeout: float = 300.0
 
 

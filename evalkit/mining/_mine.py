@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -171,12 +171,9 @@ def mine(
     summary = MineSummary()
     local = prepare_repo(repo, cache_root() / "mirrors")
     previous, old_instances = _load_previous(out)
-    commits = scan_history(local)
-    summary.commits_scanned = len(commits)
-    changes = mainline_changes(commits)
-    if options.since or options.until:
-        allowed = in_date_range(local, options.since, options.until)
-        changes = [c for c in changes if c.commit.sha in allowed]
+    changes, summary.commits_scanned = all_changes(
+        local, options.branches, since=options.since, until=options.until
+    )
     bundle = _write_bundle(local, out, repo_name)
     spec_file = _write_spec(out, spec_path, options)
     index = issues if isinstance(issues, IssueIndex) or issues is None else IssueIndex(dict(issues))
@@ -208,8 +205,8 @@ def mine(
         local, plan, linked, index, comments, set(instances), repo_name, source, options
     )
     log(
-        f"{len(commits)} commits, {len(plan)} linked changes: {summary.kept_from_before} "
-        f"verdicts kept, {len(drafts)} to validate"
+        f"{summary.commits_scanned} commits, {len(plan)} linked changes: "
+        f"{summary.kept_from_before} verdicts kept, {len(drafts)} to validate"
     )
     waiting = {d.slot for d in drafts}
     _write_candidates(out, plan, previous, waiting)
@@ -250,6 +247,8 @@ def mine(
         "".join(i.model_dump_json() + "\n" for _, i in sorted(instances.items())),
     )
     _write_candidates(out, plan, previous, set())
+    if instances:
+        _record_gold_check(out, set(instances))
 
     for candidate in plan:
         summary.candidates += 1
@@ -276,6 +275,49 @@ def _write_bundle(local: Path, out: Path, repo_name: str) -> Path:
     git(local, "bundle", "create", "--quiet", str(partial.resolve()), "--all")
     partial.replace(bundle)  # an interrupted run never leaves half a bundle
     return bundle
+
+
+def all_changes(
+    local: Path, branches: Sequence[str], *, since: str | None, until: str | None
+) -> tuple[list[Change], int]:
+    """Mainline changes of HEAD and of each ``--branch`` (a fix landed only on a
+    maintenance branch is a task too), once each, newest first; and commits scanned."""
+    changes: list[Change] = []
+    seen: set[str] = set()
+    scanned = 0
+    for rev in ("HEAD", *branches):
+        commits = scan_history(local, rev=rev)
+        scanned += len(commits)
+        found = mainline_changes(commits)
+        if since or until:
+            allowed = in_date_range(local, since, until, rev=rev)
+            found = [c for c in found if c.commit.sha in allowed]
+        for change in found:
+            if change.commit.sha not in seen:
+                seen.add(change.commit.sha)
+                changes.append(change)
+    if branches:
+        changes.sort(key=lambda c: c.commit.committed_at, reverse=True)
+    return changes, scanned
+
+
+def _record_gold_check(out: Path, kept: set[str]) -> None:
+    """The task set's ``gold-check.json``: the gold check the miner just ran (and earlier
+    ones), so evaluating predictions on a mined set needs no separate validation."""
+    from evalkit.dataset import load_task_set
+    from evalkit.harness import read_gold_check
+    from evalkit.records import GOLD_CHECK_FILE, GoldCheck
+
+    results = {}
+    for source in (out, out / ".validation" / "gold-check" / "tasks"):
+        check = read_gold_check(source) if source.is_dir() else None
+        if check is not None:
+            results.update({i: r for i, r in check.results.items() if i in kept and r.passed})
+    sha = load_task_set(out).sha256()
+    write_atomic(
+        out / GOLD_CHECK_FILE,
+        GoldCheck(tasks_sha256=sha, results=results).model_dump_json(indent=2) + "\n",
+    )
 
 
 def _write_spec(out: Path, spec_path: Path | None, options: MineOptions) -> SpecFile:

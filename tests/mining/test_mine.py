@@ -348,3 +348,15 @@ def test_an_environment_failure_is_retried_on_the_next_run(
         **QUIET,
     )
     assert again.validated == 0 and again.kept_from_before == 5
+
+
+def test_a_mined_task_set_carries_its_gold_check(calc: tuple[Path, Path, Any]) -> None:
+    """Evaluating predictions on what mining wrote needs no separate validation."""
+    from evalkit.dataset import load_task_set
+    from evalkit.harness import read_gold_check
+
+    _, out, _ = calc
+    check = read_gold_check(out)
+    assert check is not None and check.tasks_sha256 == load_task_set(out).sha256()
+    accepted = {r["instance_id"] for r in rows(out / "instances.jsonl")}
+    assert set(check.results) == accepted and all(r.passed for r in check.results.values())
