@@ -1109,6 +1109,8 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
                     }
                 )
             )
+        # Regrading keeps the task set's word on broken tasks (its gold check).
+        verdicts = _mark_task_errors(verdicts, read_gold_check(task_set.root))
         write_atomic(run.results, "".join(v.model_dump_json() + "\n" for v in verdicts))
         submitted: dict[str, list[str]] = {}
         for v in verdicts:

@@ -246,3 +246,22 @@ def test_substituting_python_is_recorded_on_every_result(
     lines = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").open()]
     latest = {v["instance_id"]: v for v in lines}
     assert {v["python_substituted"] for v in latest.values()} == {"3.8 -> 3.9"}
+
+
+def test_regrading_keeps_the_task_errors(dated: dict[str, Any]) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--tasks",
+            str(dated["tasks"]),
+            "--run-id",
+            "m",
+            "--regrade",
+            "--runs-dir",
+            str(dated["runs"]),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((dated["runs"] / "m" / "report.json").read_text())["m"]
+    assert summary["task_error_ids"] == ["acme__dated-2"]
