@@ -263,7 +263,7 @@ def images_bootstrap(
 
 @images_app.command("list")
 def images_list() -> None:
-    """List evalkit's environment images and their sizes.
+    """List evalkit's environment images: size, Python, dependency date.
 
     Example:
 
@@ -274,7 +274,12 @@ def images_list() -> None:
     client = docker_client()
     for image in client.images.list(filters={"label": "evalkit.env-key"}):
         size = image.attrs.get("Size", 0) / 1e6
-        typer.echo(f"{', '.join(image.tags) or image.short_id}\t{size:.0f} MB")
+        labels = image.labels or {}
+        python = labels.get("evalkit.python", "?")
+        dated = labels.get("evalkit.exclude-newer") or "undated"
+        typer.echo(
+            f"{', '.join(image.tags) or image.short_id}\t{size:.0f} MB\tPython {python}\t{dated}"
+        )
 
 
 @app.command()
