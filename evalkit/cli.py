@@ -12,7 +12,7 @@ import typer
 from evalkit.errors import EvalkitError, InfraError, UsageError
 
 if TYPE_CHECKING:
-    from evalkit.records import ModelSummary
+    from evalkit.records import ModelSummary, Verdict
 
 app = typer.Typer(
     name="evalkit",
@@ -54,6 +54,7 @@ def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
         "patch failed",
         "empty",
         "error (infra)",
+        "task errors",
         "timed out",
         "tampered",
     ):
@@ -67,6 +68,7 @@ def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
             str(s.patch_failed_instances),
             str(s.empty_patch_instances),
             f"{s.error_instances} ({s.infra_failure_instances})",
+            str(s.task_error_instances),
             str(s.timed_out_instances),
             str(len(s.tampered_ids)),
         )
@@ -74,6 +76,12 @@ def _print_summaries(summaries: Mapping[str, ModelSummary]) -> None:
     if not console.is_terminal:
         console = Console(width=120)  # logs and pipes: no squeezed columns
     console.print(table)
+    broken = sorted({i for s in summaries.values() for i in s.task_error_ids})
+    if broken:
+        shown = ", ".join(broken[:20]) + (
+            f" and {len(broken) - 20} more" if len(broken) > 20 else ""
+        )
+        typer.echo(f"task errors, in no denominator (broken environment or task): {shown}")
 
 
 ExecutorOption = Annotated[
@@ -131,6 +139,13 @@ def evaluate(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    substitute_python: Annotated[
+        bool,
+        typer.Option(
+            "--substitute-python",
+            help="If a task's Python cannot be had, use the nearest one (recorded on results).",
+        ),
+    ] = False,
 ) -> None:
     """Grade SWE-bench-format predictions on a task set, each in a sandboxed container.
 
@@ -170,6 +185,7 @@ def evaluate(
                 progress=not quiet and sys.stderr.isatty(),
                 executor=executor,
                 ray_address=ray_address,
+                substitute_python=substitute_python,
             )
     except KeyboardInterrupt:
         # Containers are removed by the sandbox's exit hooks; written lines stay.
@@ -185,34 +201,90 @@ def evaluate(
         typer.echo(f"evalkit: {kind}: {_one_line(problem)}", err=True)
     if errors:
         _fail(f"{len(errors)} record(s) could not be used (listed above)")
+    failing = _print_gold_failures(outcome.verdicts) if gold else 0
+    if failing:
+        _fail(f"the gold patch fails on {failing} task(s): they are task errors for every model", 1)
+
+
+def _print_gold_failures(verdicts: list[Verdict]) -> int:
+    """The table of tasks whose gold patch fails, with the first error line of each."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from evalkit.dataset import GOLD_MODEL
+    from evalkit.harness import TASK_ERROR_PREFIX
+    from evalkit.records import Status
+
+    failed = [
+        v for v in verdicts if v.model_name_or_path == GOLD_MODEL and v.status != Status.RESOLVED
+    ]
+    if not failed:
+        return 0
+    table = Table(title="Tasks whose gold patch fails (task errors)", title_justify="left")
+    for column in ("instance", "status", "first error line"):
+        table.add_column(column)
+    for v in sorted(failed, key=lambda v: v.instance_id):
+        cause = (v.error or "").removeprefix(TASK_ERROR_PREFIX + ": ")
+        status = "infra" if v.infra_failure else v.status.value
+        table.add_row(Text(v.instance_id), status, Text(_one_line(cause)[:200]))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+    return len(failed)
 
 
 @images_app.command("bootstrap")
 def images_bootstrap(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
-    suite: Annotated[str, typer.Option("--suite", help="Debian suite.")] = "bookworm",
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Python version: 3.9 (bullseye), 3.11, 3.13 (trixie)."),
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option("--suite", help="Debian suite (default: bookworm).")
+    ] = None,
     mirror: Annotated[
         str, typer.Option("--mirror", help="Debian mirror URL.")
     ] = "http://deb.debian.org/debian",
 ) -> None:
-    """Build the base image from Debian packages, with no registry access (air-gapped sites).
+    """Build a base image from Debian packages, with no registry access (air-gapped sites).
+
+    One per Python: the Debian release that ships it (bullseye 3.9, bookworm 3.11,
+    trixie 3.13), named evalkit/base:SUITE.
 
     Examples:
 
         evalkit images bootstrap
 
+        evalkit images bootstrap --python 3.9
+
         evalkit images bootstrap --mirror http://apt.internal/debian --force
     """
-    from evalkit.images import bootstrap_base
+    from evalkit.environment import DEBIAN_PYTHONS
+    from evalkit.images import bootstrap_base, bootstrap_name
     from evalkit.sandbox import docker_client
 
-    name = bootstrap_base(docker_client(), suite=suite, mirror=mirror, force=force, log=typer.echo)
+    if python is not None and suite is not None:
+        _fail("give --python or --suite, not both")
+    try:
+        if python is not None:
+            image, suite = bootstrap_name(python), DEBIAN_PYTHONS[python]
+        else:
+            suite = suite or "bookworm"
+            image = f"evalkit/base:{suite}"
+        name = bootstrap_base(
+            docker_client(), name=image, suite=suite, mirror=mirror, force=force, log=typer.echo
+        )
+    except UsageError as exc:
+        _fail(str(exc))
     typer.echo(name)
 
 
 @images_app.command("list")
 def images_list() -> None:
-    """List evalkit's environment images and their sizes.
+    """List evalkit's environment images: size, Python, dependency date.
 
     Example:
 
@@ -223,7 +295,12 @@ def images_list() -> None:
     client = docker_client()
     for image in client.images.list(filters={"label": "evalkit.env-key"}):
         size = image.attrs.get("Size", 0) / 1e6
-        typer.echo(f"{', '.join(image.tags) or image.short_id}\t{size:.0f} MB")
+        labels = image.labels or {}
+        python = labels.get("evalkit.python", "?")
+        dated = labels.get("evalkit.exclude-newer") or "undated"
+        typer.echo(
+            f"{', '.join(image.tags) or image.short_id}\t{size:.0f} MB\tPython {python}\t{dated}"
+        )
 
 
 @app.command()
@@ -362,6 +439,10 @@ def mine(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="evalkit.toml to build and test with.")
     ] = None,
+    branch: Annotated[
+        list[str] | None,
+        typer.Option("--branch", help="Also mine this (maintenance) branch (repeatable)."),
+    ] = None,
 ) -> None:
     """Turn a repository's closed issues and their fixes into a validated task set.
 
@@ -420,6 +501,7 @@ def mine(
         max_files=max_files,
         executor=executor,
         ray_address=ray_address,
+        branches=tuple(branch or ()),
     )
     summary = mining.mine(
         repo,
@@ -452,6 +534,114 @@ def tasks_export(
 
     count = export_hf(tasks, hf)
     typer.echo(f"{count} instances -> {hf}/dataset and {hf}/test.parquet")
+
+
+@tasks_app.command("import")
+def tasks_import(
+    source: Annotated[
+        str, typer.Argument(help="Records: a .json/.jsonl/.parquet file or a HF dataset name.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Task set directory to write.")],
+    repo: Annotated[
+        list[str] | None,
+        typer.Option("--repo", help="owner/name=PATH of a local clone or bare mirror."),
+    ] = None,
+    clones: Annotated[
+        Path | None, typer.Option("--clones", help="Directory of clones (owner__name, name).")
+    ] = None,
+    specs: Annotated[
+        Path | None,
+        typer.Option("--specs", help="JSON: per-repo, per-version install specs (SWE-bench's)."),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split (HF names).")] = "test",
+    instance_ids: Annotated[
+        list[str] | None, typer.Option("--instance-ids", "-i", help="Only these (repeatable).")
+    ] = None,
+) -> None:
+    """Turn SWE-bench, SWE-bench-Live or SWE-rebench records into a task set.
+
+    Each repository's bundle holds the commits the records need and no history after
+    them. Install specs the records carry go to evalkit.toml; otherwise environments
+    are inferred. Check the result with `evalkit tasks validate OUT`.
+
+    Examples:
+
+        evalkit tasks import swe-bench.jsonl --out tasks/swe --repo psf/requests=../requests
+
+        evalkit tasks import SWE-bench/SWE-bench_Lite --out tasks/lite --clones ~/mirrors
+    """
+    from evalkit.dataset import import_records
+
+    mapping: dict[str, Path] = {}
+    for item in repo or []:
+        name, sep, path = item.partition("=")
+        if not sep or "/" not in name or not path:
+            _fail(f"--repo {item!r}: expected owner/name=PATH")
+        mapping[name] = Path(path)
+    ids = [i for value in instance_ids or [] for i in value.replace(",", " ").split()]
+    try:
+        summary = import_records(
+            source,
+            out,
+            repos=mapping,
+            clones=clones,
+            specs=specs,
+            split=split,
+            instance_ids=ids or None,
+        )
+    except UsageError as exc:
+        _fail(str(exc))
+    repos = ", ".join(f"{r} ({n})" for r, n in summary.repos.items())
+    typer.echo(f"{summary.instances} instances from {repos} -> {out}")
+    if summary.specs:
+        typer.echo(f"install specs for {summary.specs} instance(s) -> {out / 'evalkit.toml'}")
+    typer.echo(f"next: evalkit tasks validate {out}")
+
+
+@tasks_app.command("validate")
+def tasks_validate(
+    tasks: Annotated[Path, typer.Argument(help="Task set directory.")],
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs are written.")] = Path(
+        "runs"
+    ),
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run id (default: validate-<dir name>).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+    substitute_python: Annotated[
+        bool, typer.Option("--substitute-python", help="Stand in the nearest Python if needed.")
+    ] = False,
+) -> None:
+    """The gold check: every task's own fix must resolve it in its environment.
+
+    Results go to TASKS/gold-check.json; tasks whose gold patch fails are listed with
+    the first error line of each and are task errors for every model. Exit 1 if any.
+
+    Example:
+
+        evalkit tasks validate tasks/swe -j 2
+    """
+    from evalkit.harness import evaluate as run_evaluate
+
+    try:
+        outcome = run_evaluate(
+            tasks,
+            None,
+            run_id or f"validate-{tasks.resolve().name}",
+            runs_dir=runs_dir,
+            workers=workers,
+            gold=True,
+            log=typer.echo,
+            progress=sys.stderr.isatty(),
+            substitute_python=substitute_python,
+        )
+    except UsageError as exc:
+        _fail(str(exc))
+    _print_summaries(outcome.summaries)
+    failing = _print_gold_failures(outcome.verdicts)
+    typer.echo(f"gold check: {tasks / 'gold-check.json'}")
+    if failing:
+        _fail(f"the gold patch fails on {failing} task(s): they are task errors for every model", 1)
 
 
 @app.command()

@@ -223,3 +223,264 @@ SWEBENCH_COLUMNS = (
     "FAIL_TO_PASS",
     "PASS_TO_PASS",
 )
+
+
+# --- importing SWE-bench-style records ---------------------------------------------
+
+_SPEC_FIELDS = {"python", "install", "pip_packages", "pre_install", "pre_test", "eval_commands"}
+
+
+@dataclass
+class ImportSummary:
+    """What ``evalkit tasks import`` wrote."""
+
+    out: Path
+    instances: int
+    repos: dict[str, int]
+    specs: int
+    """Instances whose install spec came from the source (written to evalkit.toml)."""
+
+
+def read_records(source: str, split: str = "test") -> list[tuple[str, dict[str, Any]]]:
+    """Rows of a SWE-bench / SWE-bench-Live / SWE-rebench file (``.json`` list,
+    ``.jsonl``, ``.parquet``) or Hugging Face dataset name, each with a label naming it."""
+    path = Path(source)
+    rows: list[Any]
+    if path.is_file():
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            frame = pd.read_parquet(path)
+            rows = [_plain(r) for r in frame.to_dict(orient="records")]
+        elif path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UsageError(f"not valid JSON ({exc})", path=str(path)) from None
+            if isinstance(data, dict):
+                data = data.get("rows") or data.get("data") or list(data.values())
+            if not isinstance(data, list):
+                raise UsageError("expected a JSON list of records", path=str(path))
+            rows = data
+        else:
+            rows = []
+            for number, line in iter_jsonl_lines(path):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UsageError("not valid JSON", path=str(path), line=number) from None
+        return [(f"{path}: record {i + 1}", r) for i, r in enumerate(rows)]
+    if path.suffix in {".json", ".jsonl", ".parquet"} or "/" not in source:
+        raise UsageError("records file not found", path=source)
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(source, split=split)
+    except Exception as exc:  # the hub's errors are many kinds; each is one line here
+        first = str(exc).strip().splitlines()[:1]
+        raise UsageError(
+            f"cannot load Hugging Face dataset {source!r} split {split!r}: "
+            f"{first[0][:200] if first else type(exc).__name__}"
+        ) from None
+    return [(f"{source}[{split}]: record {i + 1}", dict(r)) for i, r in enumerate(dataset)]
+
+
+def _plain(value: Any) -> Any:
+    """Parquet gives numpy arrays for list columns: back to plain lists."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _plain(value.tolist())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _install_spec(row: dict[str, Any]) -> dict[str, Any]:
+    """An evalkit.toml table from a record's own install spec (SWE-rebench's
+    ``install_config``, or SWE-bench-style spec fields), where the source gives one."""
+    raw = row.get("install_config") or row.get("spec") or {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = {}
+    if not isinstance(raw, dict):
+        return {}
+    return spec_table(raw)
+
+
+def spec_table(raw: dict[str, Any]) -> dict[str, Any]:
+    """SWE-bench's per-version spec (``python``, ``pre_install``, ``install``,
+    ``pip_packages``, ``eval_commands``) as evalkit.toml keys."""
+
+    def as_list(value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value] if value.strip() else []
+        return [str(v) for v in value if str(v).strip()]
+
+    table: dict[str, Any] = {}
+    if raw.get("python"):
+        table["python"] = str(raw["python"])
+    install = as_list(raw.get("pre_install")) + as_list(raw.get("install"))
+    if install:
+        table["install"] = install
+    packages = as_list(raw.get("pip_packages"))
+    if packages:
+        table["pip_packages"] = ["pytest", *packages]
+    pre_test = [c for c in as_list(raw.get("eval_commands")) if not c.startswith("source ")]
+    if pre_test:
+        table["pre_test"] = pre_test
+    return table
+
+
+def _find_clone(repo: str, repos: dict[str, Path], clones: Path | None) -> Path | None:
+    if repo in repos:
+        return repos[repo]
+    if clones is None:
+        return None
+    owner, name = repo.split("/", 1)
+    for candidate in (
+        clones / repo,
+        clones / f"{owner}__{name}",
+        clones / f"{owner}+{name}",
+        clones / f"{owner}+{name}" / "repo",
+        clones / name,
+        clones / f"{name}.git",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _git_out(repo: Path, *args: str) -> str:
+    import subprocess
+
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise OSError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "git")
+    return proc.stdout.strip()
+
+
+def write_bundle(clone: Path, commits: list[str], bundle: Path) -> None:
+    """A bundle holding ``commits`` and their history, nothing after them: no branch,
+    tag or later commit of the clone comes along (one ref per needed commit)."""
+    import subprocess
+    import tempfile
+
+    objects = Path(_git_out(clone, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    with tempfile.TemporaryDirectory(prefix="evalkit-import-") as tmp:
+        scratch = Path(tmp) / "r.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(scratch)], check=True)
+        (scratch / "objects" / "info" / "alternates").write_text(str(objects / "objects") + "\n")
+        for sha in commits:
+            _git_out(scratch, "update-ref", f"refs/heads/evalkit/{sha}", sha)
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        tmp_bundle = bundle.with_name(bundle.name + ".tmp")
+        _git_out(scratch, "bundle", "create", "-q", str(tmp_bundle), "--all")
+        tmp_bundle.replace(bundle)
+
+
+def import_records(
+    source: str,
+    out: Path,
+    *,
+    repos: dict[str, Path] | None = None,
+    clones: Path | None = None,
+    specs: Path | None = None,
+    split: str = "test",
+    instance_ids: list[str] | None = None,
+) -> ImportSummary:
+    """Write a task set from SWE-bench-format records plus local clones or mirrors.
+
+    ``specs``: SWE-bench's per-repo, per-version install specs as JSON
+    (``{"owner/name": {"version": {...}}}``), translated into ``evalkit.toml``.
+    Any bad record, unknown repo or missing commit is a :class:`UsageError` naming it.
+    """
+    repos = repos or {}
+    version_specs: dict[str, Any] = {}
+    if specs is not None:
+        try:
+            version_specs = json.loads(specs.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read install specs: {exc}", path=str(specs)) from None
+    instances: list[TaskInstance] = []
+    tables: dict[str, dict[str, Any]] = {}
+    labels: dict[str, str] = {}
+    for label, row in read_records(source, split):
+        if not isinstance(row, dict):
+            raise UsageError(f"{label}: expected an object")
+        try:
+            instance = TaskInstance.model_validate(row)
+        except ValidationError as exc:
+            name = row.get("instance_id")
+            raise UsageError(
+                f"{label}{f' ({_shown(str(name))})' if name else ''}: {_first_error(exc)}"
+            ) from None
+        if instance_ids and instance.instance_id not in instance_ids:
+            continue
+        if instance.instance_id in labels:
+            raise UsageError(f"{label}: duplicate instance_id {_shown(instance.instance_id)}")
+        labels[instance.instance_id] = label
+        table = _install_spec(row)
+        by_version = version_specs.get(instance.repo, {})
+        if isinstance(by_version, dict) and isinstance(by_version.get(instance.version), dict):
+            table = {**spec_table(by_version[instance.version]), **table}
+        if table:
+            tables[instance.instance_id] = table
+        extra = {k: v for k, v in (instance.model_extra or {}).items() if k in SWEBENCH_EXTRAS}
+        instances.append(
+            TaskInstance.model_validate(
+                {**instance.model_dump(exclude=set(instance.model_extra or {})), **extra}
+            )
+        )
+    if not instances:
+        raise UsageError("no records to import", path=source)
+    by_repo: dict[str, list[TaskInstance]] = {}
+    for instance in instances:
+        by_repo.setdefault(instance.repo, []).append(instance)
+    out.mkdir(parents=True, exist_ok=True)
+    for repo, items in by_repo.items():
+        clone = _find_clone(repo, repos, clones)
+        if clone is None:
+            raise UsageError(
+                f"{labels[items[0].instance_id]} ({_shown(items[0].instance_id)}): no clone of "
+                f"{repo}; give --repo {repo}=PATH or --clones DIR"
+            )
+        needed: dict[str, None] = {}
+        for instance in items:
+            for sha in (instance.base_commit, instance.env_commit):
+                try:
+                    _git_out(clone, "cat-file", "-e", f"{sha}^{{commit}}")
+                except OSError:
+                    raise UsageError(
+                        f"{labels[instance.instance_id]} ({_shown(instance.instance_id)}): "
+                        f"commit {sha} is not in {clone}"
+                    ) from None
+                needed.setdefault(_git_out(clone, "rev-parse", f"{sha}^{{commit}}"), None)
+        try:
+            write_bundle(clone, list(needed), out / REPOS_DIR / items[0].bundle_name)
+        except OSError as exc:
+            raise UsageError(f"cannot bundle {repo} from {clone}: {exc}") from None
+    from evalkit.records import write_atomic
+
+    write_atomic(out / INSTANCES_FILE, "".join(i.model_dump_json() + "\n" for i in instances))
+    if tables:
+        write_atomic(out / ENV_SPEC_FILE, _spec_toml(tables))
+    return ImportSummary(out, len(instances), {r: len(v) for r, v in by_repo.items()}, len(tables))
+
+
+SWEBENCH_EXTRAS = ("difficulty", "image_name", "license", "meta", "pr_number", "issue_number")
+
+
+def _spec_toml(tables: dict[str, dict[str, Any]]) -> str:
+    lines = ["# written by evalkit tasks import: install specs the source records gave\n"]
+    for iid, table in sorted(tables.items()):
+        lines.append(f"\n[instances.{json.dumps(iid)}]\n")
+        for key, value in table.items():
+            lines.append(f"{key} = {json.dumps(value)}\n")
+    return "".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import secrets
 import shlex
 import time
@@ -23,13 +24,20 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from evalkit import __version__
 from evalkit.dataset import (
+    GOLD_MODEL,
     Problem,
     TaskSet,
     gold_predictions,
     load_predictions,
     load_task_set,
 )
-from evalkit.environment import DEPENDENCY_FILES, EnvSpec, SpecFile, image_tag, resolve_spec
+from evalkit.environment import (
+    EnvSpec,
+    SpecFile,
+    image_tag,
+    read_dependency_files,
+    resolve_spec,
+)
 from evalkit.errors import InfraError, UsageError
 from evalkit.grading import grade
 from evalkit.patch import (
@@ -42,13 +50,17 @@ from evalkit.patch import (
 from evalkit.records import (
     EVAL_SCRIPT_FILE,
     EXECUTION_FILE,
+    GOLD_CHECK_FILE,
     PATCH_FILE,
     REPORT_FILE,
     RESULTS_REJECTED_FILE,
     TEST_OUTPUT_FILE,
     TEST_REPORT_FILE,
     VERDICT_FILE,
+    EnvironmentImage,
     Execution,
+    GoldCheck,
+    GoldResult,
     ModelSummary,
     Prediction,
     RunDir,
@@ -524,8 +536,9 @@ def resolve_environment(
     spec_file: SpecFile, instance: TaskInstance, repository: Repository
 ) -> tuple[EnvSpec, str]:
     """The instance's environment spec and its image build key (from its dependency files)."""
-    files = repository.read_files(instance.env_commit, DEPENDENCY_FILES)
-    spec = resolve_spec(spec_file, instance.repo, instance.instance_id, files)
+    files = read_dependency_files(lambda paths: repository.read_files(instance.env_commit, paths))
+    date = repository.commit_date(instance.env_commit)
+    spec = resolve_spec(spec_file, instance.repo, instance.instance_id, files, date)
     return spec, spec.build_key(files)
 
 
@@ -541,18 +554,37 @@ def build_environment(
     build_log: Path | None = None,
 ) -> str:
     """Build (or reuse) the environment image; retried once, then :class:`InfraError`."""
-    from evalkit.images import ensure_env_image
+    return build_environment_image(
+        client, instance, spec, key, repository, ca_bundle=ca_bundle, log=log, build_log=build_log
+    ).tag
+
+
+def build_environment_image(
+    client: docker.DockerClient,
+    instance: TaskInstance,
+    spec: EnvSpec,
+    key: str,
+    repository: Repository,
+    *,
+    ca_bundle: Path | None,
+    substitute_python: bool = False,
+    log: Log = print,
+    build_log: Path | None = None,
+) -> EnvironmentImage:
+    """:func:`build_environment`, describing the image (Python, date bound, lock)."""
+    from evalkit.images import ensure_environment
 
     error = InfraError("not built")
     for _ in range(INFRA_ATTEMPTS):
         try:
-            return ensure_env_image(
+            return ensure_environment(
                 client,
                 repo=instance.repo,
                 spec=spec,
                 key=key,
                 source_tar=lambda: repository.tree_tar(instance.env_commit, "."),
                 ca_bundle=ca_bundle,
+                substitute_python=substitute_python,
                 log=log,
                 build_log=build_log,
             )
@@ -667,7 +699,11 @@ def summarize(
     verdicts: Iterable[Verdict], instance_ids: Iterable[str], submitted: dict[str, list[str]]
 ) -> dict[str, ModelSummary]:
     """SWE-bench's per-model summary keys, plus evalkit's infra and tamper counts."""
-    total = len(set(instance_ids))
+    verdicts = list(verdicts)
+    # A broken task (status error, not infrastructure) is broken for every model: it
+    # leaves every denominator.
+    broken = {v.instance_id for v in verdicts if is_task_error(v)}
+    total = len(set(instance_ids) - broken)
     by_model: dict[str, list[Verdict]] = {m: [] for m in submitted}
     for verdict in verdicts:
         by_model.setdefault(verdict.model_name_or_path, []).append(verdict)
@@ -689,12 +725,103 @@ def summarize(
             "infra_failure_ids": ids(lambda v: v.infra_failure),
             "timed_out_ids": ids(lambda v: v.timed_out),
             "tampered_ids": ids(lambda v: bool(v.tampered_files)),
+            "task_error_ids": ids(is_task_error),
         }
         counts = {k.replace("_ids", "_instances"): len(v) for k, v in lists.items()}
         summaries[model] = ModelSummary.model_validate(
             {"total_instances": total, **counts, **lists}
         )
     return summaries
+
+
+def is_task_error(verdict: Verdict) -> bool:
+    """The task is broken here (not the agent's failure, not the infrastructure's)."""
+    return verdict.status is Status.ERROR and not verdict.infra_failure
+
+
+TASK_ERROR_PREFIX = "task error: the gold patch does not pass in this environment"
+
+
+def first_error_line(output: str) -> str:
+    """The line that says why a run failed: the first exception pytest reported."""
+    patterns = (
+        r"^E\s+((?:[\w.]+\.)?\w*(?:Error|Exception|Exit)\b.*)$",
+        r"^((?:[\w.]+\.)?\w*(?:Error|Exception)\b: .*)$",
+        r"^(ERROR (?:collecting|at setup of) .*)$",
+        r"^(FAILED .*)$",
+    )
+    for pattern in patterns:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match:
+            return match.group(1).strip()[:300]
+    return ""
+
+
+def gold_result(verdict: Verdict, output: str, run_id: str) -> GoldResult:
+    """One gold verdict as a gold-check entry, with the cause of a failure."""
+    passed = verdict.status is Status.RESOLVED
+    cause = ""
+    if not passed:
+        error_lines = (verdict.error or "").strip().splitlines()
+        cause = first_error_line(output) or (error_lines[0][:300] if error_lines else "")
+        if not cause:
+            failing = [
+                t
+                for group in verdict.tests.values()
+                for t, o in group.items()
+                if o.value not in ("passed", "xpassed", "xfailed")
+            ]
+            cause = f"{len(failing)} listed test(s) fail, e.g. {failing[0]}" if failing else ""
+        cause = cause or verdict.status.value
+    return GoldResult(
+        passed=passed, status=verdict.status.value, cause=cause, run_id=run_id, checked_at=_now()
+    )
+
+
+def read_gold_check(tasks_dir: Path) -> GoldCheck | None:
+    path = tasks_dir / GOLD_CHECK_FILE
+    if not path.is_file():
+        return None
+    return read_model(path, GoldCheck)
+
+
+def _record_gold_check(
+    task_set: TaskSet, run: RunDir, verdicts: list[Verdict], log: Log
+) -> GoldCheck:
+    """Merge this run's gold verdicts into the task set's ``gold-check.json``."""
+    previous = read_gold_check(task_set.root)
+    sha = task_set.sha256()
+    results = dict(previous.results) if previous and previous.tasks_sha256 == sha else {}
+    for verdict in verdicts:
+        if verdict.model_name_or_path != GOLD_MODEL or verdict.infra_failure:
+            continue
+        out = run.unit(GOLD_MODEL, verdict.instance_id) / TEST_OUTPUT_FILE
+        output = _read_text(out) if out.exists() else ""
+        results[verdict.instance_id] = gold_result(verdict, output, run.run_id)
+    check = GoldCheck(tasks_sha256=sha, results=results)
+    try:
+        write_model(task_set.root / GOLD_CHECK_FILE, check)
+    except OSError as exc:
+        log(f"warning: cannot record the gold check in {task_set.root}: {exc}")
+    return check
+
+
+def _mark_task_errors(verdicts: list[Verdict], check: GoldCheck | None) -> list[Verdict]:
+    """Every verdict on a task whose gold patch fails becomes that task's error."""
+    failed = check.failed() if check is not None else {}
+    marked = []
+    for verdict in verdicts:
+        result = failed.get(verdict.instance_id)
+        if result is not None and not verdict.infra_failure and not is_task_error(verdict):
+            verdict = verdict.model_copy(
+                update={
+                    "status": Status.ERROR,
+                    "resolution": None,
+                    "error": f"{TASK_ERROR_PREFIX}: {result.cause}",
+                }
+            )
+        marked.append(verdict)
+    return marked
 
 
 def _write_report(
@@ -742,11 +869,16 @@ def evaluate(
     progress: bool = True,
     executor: Executor | str | None = None,
     ray_address: str | None = None,
+    substitute_python: bool = False,
 ) -> RunOutcome:
     """Evaluate predictions (or ``gold``) on a task set; resumable by ``run_id``.
 
     ``executor``: an :class:`Executor`, or a name (``"thread"``, the default, or
     ``"ray"`` with ``ray_address``; see :mod:`evalkit.executors`).
+    With ``gold``, each task's result goes to the task set's ``gold-check.json``; a
+    task whose gold patch fails is a task error for every model (never the agent's).
+    ``substitute_python``: where a spec's Python cannot be had, use the nearest one
+    provided, recorded on every result, instead of stopping.
     """
     from evalkit.images import resolve_ca_bundle
     from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
@@ -763,6 +895,9 @@ def evaluate(
     if gold:
         predictions += gold_predictions(task_set)
     predictions = [p for p in predictions if p.instance_id in selected]
+    check = read_gold_check(tasks_dir)
+    if predictions and not gold:
+        problems += _gold_check_warning(check, task_set, selected)
     submitted: dict[str, list[str]] = {}
     for p in predictions:
         submitted.setdefault(p.model_name_or_path, []).append(p.instance_id)
@@ -781,6 +916,10 @@ def evaluate(
 
         client = None
         images: dict[str, str] = {}
+        environments: dict[str, EnvironmentImage] = {}
+        previous = run.read_manifest()
+        if previous is not None:
+            environments.update({e.tag: e for e in previous.environments})
         runner = None if executor is None or isinstance(executor, str) else executor
         on_nodes = executor == "ray" or (runner is not None and runner.builds_images)
         if plan.units:
@@ -794,7 +933,9 @@ def evaluate(
                 # Any invocation reaps what nobody owns any more: expired sandboxes, and those
                 # of dead evalkit processes on this host, whatever their run.
                 remove_stale(client)
-                plan.units, failed = _build_images(plan.units, client, ca, run.path, images, log)
+                plan.units, failed = _build_images(
+                    plan.units, client, ca, run.path, images, log, environments, substitute_python
+                )
                 plan.immediate += failed
         created = runner is None  # a caller's executor stays open for its next run
         if runner is None:
@@ -819,6 +960,7 @@ def evaluate(
                 workers=workers,
                 created_at=_now(),
                 images=images,
+                environments=list(environments.values()),
             ),
         )
         if plan.immediate:
@@ -831,8 +973,57 @@ def evaluate(
             if created:
                 runner.close()
         verdicts = [v for v in compact_verdicts(run.results).verdicts if v.instance_id in selected]
+        if gold:
+            check = _record_gold_check(task_set, run, verdicts, log)
+        verdicts = _settle(run, verdicts, check, environments)
         summaries = _write_report(run.path, verdicts, selected, submitted)
     return RunOutcome(run.path, summaries, problems, verdicts, evaluated)
+
+
+def _gold_check_warning(
+    check: GoldCheck | None, task_set: TaskSet, selected: set[str]
+) -> list[Problem]:
+    """One warning when the selected tasks have no passed gold check on record."""
+    if check is not None and check.tasks_sha256 == task_set.sha256():
+        unchecked = selected - set(check.results)
+        if not unchecked:
+            return []
+        what = f"{len(unchecked)} task(s) have no gold check"
+    else:
+        what = "the task set has no gold check" if check is None else "the gold check is stale"
+    return [
+        Problem(
+            str(task_set.root),
+            None,
+            f"{what}: a broken environment would be graded as the agent's failure; "
+            f"run `evalkit tasks validate {task_set.root}` first",
+            warning=True,
+        )
+    ]
+
+
+def _settle(
+    run: RunDir,
+    verdicts: list[Verdict],
+    check: GoldCheck | None,
+    environments: dict[str, EnvironmentImage],
+) -> list[Verdict]:
+    """Final facts on each verdict: task errors from the gold check, the substituted
+    Python of its image. Changed verdicts are appended (the newest line wins)."""
+    substituted = {t: e.python_substituted for t, e in environments.items() if e.python_substituted}
+    marked = _mark_task_errors(verdicts, check)
+    if substituted:
+        for index, verdict in enumerate(marked):
+            execution = run.unit(verdict.model_name_or_path, verdict.instance_id) / EXECUTION_FILE
+            image = read_model(execution, Execution).image if execution.exists() else ""
+            if image in substituted and verdict.python_substituted is None:
+                marked[index] = verdict.model_copy(
+                    update={"python_substituted": substituted[image]}
+                )
+    changed = [new for old, new in zip(verdicts, marked, strict=True) if new != old]
+    if changed:
+        append_jsonl(run.results, changed)
+    return marked
 
 
 def _check_same_task_set(run: RunDir, task_set: TaskSet) -> None:
@@ -939,6 +1130,8 @@ def _build_images(
     run_dir: Path,
     images: dict[str, str],
     log: Log,
+    environments: dict[str, EnvironmentImage] | None = None,
+    substitute_python: bool = False,
 ) -> tuple[list[EvalUnit], list[Verdict]]:
     """Build each needed environment image once; units whose image fails become infra errors."""
     built: dict[tuple[str, str], str | InfraError] = {}
@@ -949,16 +1142,20 @@ def _build_images(
         if ident not in built:
             result: str | InfraError
             try:
-                result = build_environment(
+                described = build_environment_image(
                     client,
                     unit.instance,
                     unit.spec,
                     unit.image,
                     Repository(unit.bundle),
                     ca_bundle=ca,
+                    substitute_python=substitute_python,
                     log=log,
                     build_log=RunDir(run_dir).images_log(unit.image),
                 )
+                result = described.tag
+                if environments is not None:
+                    environments[described.tag] = described
             except InfraError as exc:
                 result = exc
             built[ident] = result
@@ -1051,6 +1248,8 @@ def regrade(run_dir: Path, tasks_dir: Path | None = None) -> RunOutcome:
                     }
                 )
             )
+        # Regrading keeps the task set's word on broken tasks (its gold check).
+        verdicts = _mark_task_errors(verdicts, read_gold_check(task_set.root))
         write_atomic(run.results, "".join(v.model_dump_json() + "\n" for v in verdicts))
         submitted: dict[str, list[str]] = {}
         for v in verdicts:

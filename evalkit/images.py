@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import shlex
 import shutil
@@ -13,10 +14,18 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from evalkit.environment import BOOTSTRAP_IMAGE, EnvSpec, image_tag
+from evalkit.environment import (
+    BOOTSTRAP_IMAGE,
+    DEBIAN_PYTHONS,
+    PROVIDED_PYTHONS,
+    UV_VERSION,
+    EnvSpec,
+    image_tag,
+)
 from evalkit.errors import InfraError, UsageError
+from evalkit.records import EnvironmentImage
 
 if TYPE_CHECKING:
     import docker
@@ -59,6 +68,16 @@ def image_exists(client: docker.DockerClient, name: str) -> bool:
     except ImageNotFound:
         return False
     return True
+
+
+def bootstrap_name(python: str) -> str:
+    """The registry-free base image for a Python version (its Debian release)."""
+    if python not in DEBIAN_PYTHONS:
+        raise UsageError(
+            f"no Debian release ships Python {python}; registry-free bases exist for "
+            f"{', '.join(PROVIDED_PYTHONS)} (a python:{python}-slim image needs a registry)"
+        )
+    return f"evalkit/base:{DEBIAN_PYTHONS[python]}"
 
 
 def bootstrap_base(
@@ -104,37 +123,91 @@ def bootstrap_base(
     return name
 
 
-_resolved_bases: dict[str, str] = {}
+class BaseChoice(NamedTuple):
+    image: str
+    python: str
+    """The Python the image has: the spec's, unless substituted."""
+    substituted: str | None = None
+    """``"3.8 -> 3.9"`` when ``--substitute-python`` had to stand in another version."""
+
+
+_resolved_bases: dict[tuple[str, str, bool], BaseChoice] = {}
 _resolve_lock = threading.Lock()
 
 
-def resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log = print) -> str:
-    """Use ``wanted`` if present or pullable; otherwise say so (once) and use the bootstrap base."""
+def resolve_base_image(
+    client: docker.DockerClient, spec: EnvSpec, *, substitute: bool = False, log: Log = print
+) -> BaseChoice:
+    """The base image for ``spec``: its ``base_image``, else ``python:X-slim`` (present or
+    pullable), else the Debian release that ships X (built with debootstrap if missing).
+
+    A version none of these can provide is a :class:`UsageError`, unless ``substitute``:
+    then the nearest provided version stands in and the choice says so.
+    """
+    ident = (spec.base_image, spec.python, substitute)
     with _resolve_lock:  # parallel builds: one pull attempt, one warning
-        if wanted in _resolved_bases and image_exists(client, _resolved_bases[wanted]):
-            return _resolved_bases[wanted]
-        _resolved_bases[wanted] = _resolve_base_image(client, wanted, log=log)
-        return _resolved_bases[wanted]
+        known = _resolved_bases.get(ident)
+        if known is not None and image_exists(client, known.image):
+            return known
+        _resolved_bases[ident] = _resolve_base_image(client, spec, substitute, log=log)
+        return _resolved_bases[ident]
 
 
-def _resolve_base_image(client: docker.DockerClient, wanted: str, *, log: Log) -> str:
+def _pull(client: docker.DockerClient, name: str) -> str | None:
+    """None if pulled, else why not (one line)."""
     from docker.errors import DockerException
 
-    if wanted and image_exists(client, wanted):
-        return wanted
-    if wanted and wanted != BOOTSTRAP_IMAGE:
-        try:
-            client.images.pull(wanted)
-            return wanted
-        except DockerException as exc:
-            reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0][:120]
-            log(
-                f"base image {wanted} is not available locally and cannot be pulled "
-                f"({reason}); using the registry-free base {BOOTSTRAP_IMAGE}"
-            )
-    if not image_exists(client, BOOTSTRAP_IMAGE):
-        bootstrap_base(client, log=log)
-    return BOOTSTRAP_IMAGE
+    try:
+        client.images.pull(name)
+    except DockerException as exc:
+        return str(getattr(exc, "explanation", None) or exc).splitlines()[0][:120]
+    return None
+
+
+def _resolve_base_image(
+    client: docker.DockerClient, spec: EnvSpec, substitute: bool, *, log: Log
+) -> BaseChoice:
+    python = spec.python
+    if spec.base_image:
+        if image_exists(client, spec.base_image):
+            return BaseChoice(spec.base_image, python)
+        reason = _pull(client, spec.base_image)
+        if reason is None:
+            return BaseChoice(spec.base_image, python)
+        raise UsageError(f"base image {spec.base_image} is not available ({reason})")
+    slim = f"python:{python}-slim"
+    if image_exists(client, slim):
+        return BaseChoice(slim, python)
+    if python in DEBIAN_PYTHONS and image_exists(client, bootstrap_name(python)):
+        return BaseChoice(bootstrap_name(python), python)
+    reason = _pull(client, slim)
+    if reason is None:
+        return BaseChoice(slim, python)
+    if python in DEBIAN_PYTHONS:
+        log(f"{slim} cannot be pulled ({reason}); building {bootstrap_name(python)} instead")
+        return BaseChoice(_bootstrap_for(client, python, log), python)
+    if not substitute:
+        raise UsageError(
+            f"Python {python} is not available: {slim} cannot be pulled ({reason}) and no "
+            f"Debian release ships it (registry-free: {', '.join(PROVIDED_PYTHONS)}); "
+            "give --substitute-python to run with the nearest of those, recorded on every result"
+        )
+    nearest = min(
+        PROVIDED_PYTHONS,
+        key=lambda v: (
+            abs(int(v.split(".")[1]) - int(python.split(".")[1])) * 2
+            + (int(v.split(".")[1]) < int(python.split(".")[1]))
+        ),
+    )
+    log(f"warning: Python {python} is not available; substituting {nearest} (--substitute-python)")
+    return BaseChoice(_bootstrap_for(client, nearest, log), nearest, f"{python} -> {nearest}")
+
+
+def _bootstrap_for(client: docker.DockerClient, python: str, log: Log) -> str:
+    name = bootstrap_name(python)
+    if not image_exists(client, name):
+        bootstrap_base(client, name=name, suite=DEBIAN_PYTHONS[python], log=log)
+    return name
 
 
 @functools.cache
@@ -150,7 +223,11 @@ def harness_templates() -> jinja2.Environment:
     )
 
 
-def render_dockerfile(spec: EnvSpec, *, repo: str, key: str, base_image: str, ca: bool) -> str:
+def render_dockerfile(
+    spec: EnvSpec, *, repo: str, key: str, base_image: str, ca: bool, python: str | None = None
+) -> str:
+    """The environment image's Dockerfile; ``python`` is the version the base must have
+    (the spec's, or its stand-in under ``--substitute-python``)."""
     return (
         harness_templates()
         .get_template("env.Dockerfile.j2")
@@ -160,7 +237,9 @@ def render_dockerfile(spec: EnvSpec, *, repo: str, key: str, base_image: str, ca
             base_image=base_image,
             ca_bundle=ca,
             uid=1000,
-            python="python3",
+            python=python or spec.python,
+            uv_version=UV_VERSION,
+            exclude_newer=spec.exclude_newer,
             pip_packages=" ".join(shlex.quote(p) for p in spec.pip_packages),
             install=list(spec.install),
         )
@@ -173,6 +252,7 @@ def _context(dockerfile: str, source_tar: bytes, ca_bundle: Path | None) -> io.B
         items: list[tuple[str, bytes]] = [
             ("Dockerfile", dockerfile.encode()),
             ("src.tar", source_tar),
+            ("env_install.py", (harness_dir() / "env_install.py").read_bytes()),
         ]
         if ca_bundle is not None:
             items.append(("ca-bundle.crt", ca_bundle.read_bytes()))
@@ -196,43 +276,129 @@ def ensure_env_image(
     build_log: Path | None = None,
 ) -> str:
     """Build the environment image for (repo, key) unless it exists. Returns its tag."""
-    from docker.errors import DockerException
+    return ensure_environment(
+        client,
+        repo=repo,
+        spec=spec,
+        key=key,
+        source_tar=source_tar,
+        ca_bundle=ca_bundle,
+        log=log,
+        build_log=build_log,
+    ).tag
 
+
+def describe_image(client: docker.DockerClient, tag: str) -> EnvironmentImage:
+    """What an environment image is, from its labels (the lock included)."""
+    labels = client.images.get(tag).labels or {}
+    try:
+        lock = [str(x) for x in json.loads(labels.get("evalkit.lock", "[]"))]
+    except ValueError:
+        lock = []
+    return EnvironmentImage(
+        tag=tag,
+        repo=labels.get("evalkit.repo", ""),
+        python=labels.get("evalkit.python", ""),
+        base_image=labels.get("evalkit.base", ""),
+        exclude_newer=labels.get("evalkit.exclude-newer", ""),
+        python_substituted=labels.get("evalkit.python-substituted") or None,
+        lock=lock,
+    )
+
+
+def ensure_environment(
+    client: docker.DockerClient,
+    *,
+    repo: str,
+    spec: EnvSpec,
+    key: str,
+    source_tar: Callable[[], bytes],
+    ca_bundle: Path | None,
+    substitute_python: bool = False,
+    log: Log = print,
+    build_log: Path | None = None,
+) -> EnvironmentImage:
+    """Build the environment image for (repo, key) unless it exists; describe it.
+
+    The resolved versions (``uv pip freeze``) go into the image's ``evalkit.lock`` label.
+    """
     tag = image_tag(repo, key)
     with _build_guard:
         lock = _build_locks.setdefault(tag, threading.Lock())
     with lock:
         if image_exists(client, tag):
-            return tag
-        wanted = spec.base_image or f"python:{spec.python}-slim"
-        base = resolve_base_image(client, wanted, log=log)
+            return describe_image(client, tag)
+        base = resolve_base_image(client, spec, substitute=substitute_python, log=log)
+        if base.substituted:
+            tag = image_tag(repo, f"{key}-as{base.python.replace('.', '')}")
+            if image_exists(client, tag):
+                return describe_image(client, tag)
         dockerfile = render_dockerfile(
-            spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None
+            spec,
+            repo=repo,
+            key=key,
+            base_image=base.image,
+            ca=ca_bundle is not None,
+            python=base.python,
         )
-        log(f"building environment image {tag} from {base}...")
-        lines: list[str] = []
-        try:
-            stream = client.api.build(
-                fileobj=_context(dockerfile, source_tar(), ca_bundle),
-                custom_context=True,
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                labels={"evalkit.env-key": key},
-            )
-            error = None
-            for chunk in stream:
-                if "stream" in chunk:
-                    lines.append(str(chunk["stream"]))
-                if "error" in chunk:
-                    error = str(chunk["error"]).strip()
-        except DockerException as exc:
-            error = str(exc)
-        if build_log is not None:
-            build_log.parent.mkdir(parents=True, exist_ok=True)
-            build_log.write_text(dockerfile + "\n# ---- build output ----\n" + "".join(lines))
-        if error is not None:
-            tail = "".join(lines).strip().splitlines()[-3:]
-            raise InfraError(f"building {tag} failed: {error[:300]} | {' | '.join(tail)[-400:]}")
-        return tag
+        log(f"building environment image {tag} (Python {base.python}) from {base.image}...")
+        labels = {"evalkit.env-key": key, "evalkit.base": base.image}
+        if base.substituted:
+            labels["evalkit.python-substituted"] = base.substituted
+        context = _context(dockerfile, source_tar(), ca_bundle)
+        _build(client, context, tag, labels, dockerfile, build_log)
+        lock_lines = _read_lock(client, tag)
+        # Labels are fixed at build time: one more (instant) layer carries the lock.
+        label_file = f"FROM {tag}\nLABEL evalkit.lock={json.dumps(json.dumps(lock_lines))}\n"
+        _build(client, _context(label_file, b"", None), tag, labels, label_file, None)
+        return describe_image(client, tag)
+
+
+def _read_lock(client: docker.DockerClient, tag: str) -> list[str]:
+    from docker.errors import DockerException
+
+    try:
+        raw = client.containers.run(
+            tag, ["cat", "/etc/evalkit/lock.txt"], remove=True, network_disabled=True, user="0"
+        )
+    except DockerException as exc:
+        raise InfraError(f"reading the lock of {tag} failed: {exc}") from None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _build(
+    client: docker.DockerClient,
+    context: io.BytesIO,
+    tag: str,
+    labels: dict[str, str],
+    dockerfile: str,
+    build_log: Path | None,
+) -> None:
+    from docker.errors import DockerException
+
+    lines: list[str] = []
+    error = None
+    try:
+        stream = client.api.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            labels=labels,
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                lines.append(str(chunk["stream"]))
+            if "error" in chunk:
+                error = str(chunk["error"]).strip()
+    except DockerException as exc:
+        error = str(exc)
+    if build_log is not None:
+        build_log.parent.mkdir(parents=True, exist_ok=True)
+        build_log.write_text(dockerfile + "\n# ---- build output ----\n" + "".join(lines))
+    if error is not None:
+        tail = "".join(lines).strip().splitlines()[-3:]
+        raise InfraError(f"building {tag} failed: {error[:300]} | {' | '.join(tail)[-400:]}")

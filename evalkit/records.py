@@ -37,6 +37,7 @@ from evalkit.errors import UsageError
 INSTANCES_FILE = "instances.jsonl"
 CANDIDATES_FILE = "candidates.jsonl"
 ENV_SPEC_FILE = "evalkit.toml"
+GOLD_CHECK_FILE = "gold-check.json"
 REPOS_DIR = "repos"
 RUN_MANIFEST_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
@@ -242,6 +243,8 @@ class Verdict(Record):
     duration_s: float = 0.0
     attempts: int = 1
     finished_at: str = ""
+    python_substituted: str | None = None
+    """``"3.8 -> 3.9"``: graded in a stand-in Python (``--substitute-python``)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -271,7 +274,48 @@ class ModelSummary(Record):
     infra_failure_ids: list[str]
     timed_out_ids: list[str]
     tampered_ids: list[str]
+    task_error_instances: int = 0
+    task_error_ids: list[str] = Field(default_factory=list)
+    """Broken tasks (the gold patch fails in their environment): in no denominator;
+    ``total_instances`` counts the others."""
     schema_version: int = 1
+
+
+class EnvironmentImage(BaseModel):
+    """One environment image a run used: what it is built from and what it resolved to."""
+
+    tag: str
+    repo: str = ""
+    python: str = ""
+    base_image: str = ""
+    exclude_newer: str = ""
+    """Dependencies were resolved as of this date (empty: no bound)."""
+    python_substituted: str | None = None
+    """``"3.8 -> 3.9"`` when ``--substitute-python`` stood in another version."""
+    lock: list[str] = Field(default_factory=list)
+    """``uv pip freeze`` of the environment: every resolved version."""
+
+
+class GoldResult(BaseModel):
+    """One task's gold check: whether its own fix resolves it in its environment."""
+
+    passed: bool
+    status: str
+    cause: str = ""
+    """The first error line of the failing run (e.g. ``ModuleNotFoundError: ...``)."""
+    run_id: str = ""
+    checked_at: str = ""
+
+
+class GoldCheck(Record):
+    """``gold-check.json`` in a task set: the latest gold check of each task."""
+
+    schema_version: int = 1
+    tasks_sha256: str = ""
+    results: dict[str, GoldResult] = Field(default_factory=dict)
+
+    def failed(self) -> dict[str, GoldResult]:
+        return {i: r for i, r in self.results.items() if not r.passed}
 
 
 class RunManifest(Record):
@@ -290,7 +334,9 @@ class RunManifest(Record):
     workers: int
     created_at: str
     images: dict[str, str] = Field(default_factory=dict)
-    """Environment image per repo (``owner/name`` -> image tag)."""
+    """Environment image per repo (``owner/name`` -> image tag; the last one built)."""
+    environments: list[EnvironmentImage] = Field(default_factory=list)
+    """Every environment image the run used, with its lock."""
 
 
 class RejectedLine(Record):
@@ -327,12 +373,23 @@ def _now() -> str:
 # --- atomic, append-only IO -------------------------------------------------
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file under the current umask (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a whole file so readers see the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # the same permissions as every other file written
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

@@ -13,6 +13,7 @@ import os
 import subprocess
 import tarfile
 import threading
+from datetime import datetime
 from pathlib import Path
 
 from evalkit.errors import UsageError
@@ -89,6 +90,14 @@ class Repository:
         except subprocess.CalledProcessError:
             return False
         return True
+
+    def commit_date(self, sha: str) -> datetime | None:
+        """The committer date of ``sha`` (None if git cannot say)."""
+        try:
+            out = _git("log", "-1", "--format=%cI", sha, "--", cwd=self.path)
+            return datetime.fromisoformat(out.decode().strip())
+        except (subprocess.CalledProcessError, ValueError):
+            return None
 
     def read_files(self, commit: str, paths: tuple[str, ...]) -> dict[str, str]:
         """Text of those ``paths`` that exist at ``commit`` (one ``cat-file --batch`` call)."""

@@ -29,5 +29,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/evalkit-dockerd.log)" >&2; exit 1; }
 fi
 
-# No registry is reachable here: build the base image from Debian packages.
+# No registry is reachable here: build the base images from Debian packages (kept
+# between runs: debootstrap is paid once). bookworm has Python 3.11, bullseye 3.9
+# (old projects, and the Python 3.9 environment test).
 evalkit images bootstrap
+evalkit images bootstrap --python 3.9

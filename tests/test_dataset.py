@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,115 @@ def test_hostile_model_names_load_and_messages_stay_one_short_line(
     (duplicate,) = problems
     assert "duplicate prediction" in str(duplicate)
     assert "\n" not in str(duplicate) and len(str(duplicate)) < len(str(path)) + 300
+
+
+# --- evalkit tasks import: SWE-bench-format records plus a local clone --------------
+
+import subprocess  # noqa: E402
+
+from tests.conftest import git, write_tree  # noqa: E402
+
+
+def _history(root: Path) -> tuple[Path, list[str]]:
+    repo = root / "clone"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    shas = []
+    for n in range(3):
+        write_tree(repo, {"pkg/mod.py": f"X = {n}\n", "tests/test_mod.py": f"# {n}\n"})
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"c{n}")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    git(repo, "tag", "v-late")
+    return repo, shas
+
+
+def _record(shas: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "instance_id": "acme__lib-7",
+        "repo": "acme/lib",
+        "base_commit": shas[1],
+        "environment_setup_commit": shas[0],
+        "patch": "diff --git a/pkg/mod.py b/pkg/mod.py\n",
+        "test_patch": "",
+        "problem_statement": "X is wrong",
+        "version": 1.0,
+        "FAIL_TO_PASS": '["tests/test_mod.py::test_x"]',  # SWE-bench: a JSON string
+        "PASS_TO_PASS": [],
+        "install_config": {
+            "python": "3.9",
+            "install": "pip install -e .",
+            "pip_packages": ["mock"],
+        },
+        **extra,
+    }
+
+
+def test_import_swebench_jsonl_writes_bundles_without_later_history(tmp_path: Path) -> None:
+    from evalkit.dataset import import_records
+
+    repo, shas = _history(tmp_path)
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps(_record(shas)) + "\n")
+    out = tmp_path / "tasks"
+    summary = import_records(str(records), out, repos={"acme/lib": repo})
+    assert summary.instances == 1 and summary.specs == 1
+    task_set = load_task_set(out)
+    instance = task_set.instances["acme__lib-7"]
+    assert instance.FAIL_TO_PASS == ["tests/test_mod.py::test_x"] and instance.version == "1.0"
+    bundle = task_set.bundle_path(instance)
+    heads = subprocess.run(
+        ["git", "bundle", "list-heads", str(bundle)], capture_output=True, text=True, check=True
+    ).stdout
+    listed = {line.split()[0] for line in heads.splitlines()}
+    assert listed == {shas[0], shas[1]}  # the needed commits; no tag, no later commit
+    clone = tmp_path / "check"
+    git(tmp_path, "clone", "-q", "--bare", str(bundle), str(clone))
+    assert subprocess.run(["git", "-C", str(clone), "cat-file", "-e", shas[2]]).returncode != 0
+    spec = task_set.spec_file.instances["acme__lib-7"]
+    assert spec["python"] == "3.9" and spec["install"] == ["pip install -e ."]
+    assert spec["pip_packages"] == ["pytest", "mock"]
+
+
+def test_import_reads_json_and_parquet_lists_as_swebench_has_them(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from evalkit.dataset import import_records
+
+    repo, shas = _history(tmp_path)
+    row = _record(shas, FAIL_TO_PASS=["a::b"], PASS_TO_PASS='["c::d"]')
+    del row["install_config"]
+    (tmp_path / "r.json").write_text(json.dumps([row]))
+    pd.DataFrame([{**row, "FAIL_TO_PASS": ["a::b"], "version": "1.0"}]).to_parquet(
+        tmp_path / "r.parquet"
+    )
+    for name in ("r.json", "r.parquet"):
+        out = tmp_path / f"out-{name}"
+        import_records(
+            str(tmp_path / name), out, clones=tmp_path / "clones-missing", repos={"acme/lib": repo}
+        )
+        instance = load_task_set(out).instances["acme__lib-7"]
+        assert (instance.FAIL_TO_PASS, instance.PASS_TO_PASS) == (["a::b"], ["c::d"])
+        assert not (out / "evalkit.toml").exists()  # no spec in the source: inferred
+
+
+def test_import_errors_name_the_record(tmp_path: Path) -> None:
+    from evalkit.dataset import import_records
+
+    repo, shas = _history(tmp_path)
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps(_record(shas, base_commit="ab" * 20)) + "\n")
+    with pytest.raises(UsageError, match=r"record 1 \('acme__lib-7'\): commit abab.* is not in"):
+        import_records(str(records), tmp_path / "o1", repos={"acme/lib": repo})
+    bad = _record(shas)
+    del bad["base_commit"]
+    records.write_text(
+        json.dumps(_record(shas, instance_id="acme__lib-8")) + "\n" + json.dumps(bad)
+    )
+    with pytest.raises(
+        UsageError, match=r"record 2 \('acme__lib-7'\): missing field 'base_commit'"
+    ):
+        import_records(str(records), tmp_path / "o2", repos={"acme/lib": repo})
+    records.write_text(json.dumps(_record(shas)) + "\n")
+    with pytest.raises(UsageError, match="no clone of acme/lib; give --repo"):
+        import_records(str(records), tmp_path / "o3")

@@ -65,6 +65,8 @@ class Candidate(Record):
     files_changed: int = 0
     flaky_tests: list[str] = Field(default_factory=list)
     validated_at: str = ""
+    spec_sha256: str = ""
+    """Of the evalkit.toml tables it was validated with: another spec validates it again."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class MineOptions:
     test_globs: tuple[str, ...] = ()
     max_lines: int = 2000
     max_files: int = 50
+    branches: tuple[str, ...] = ()
+    """Maintenance branches mined too (their own first-parent chains), beside HEAD."""
     timeout: float = 300.0
     executor: str = "thread"
     """Where validation runs execute: ``thread`` or ``ray`` (see evalkit.executors)."""

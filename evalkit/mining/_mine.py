@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -171,21 +173,31 @@ def mine(
     summary = MineSummary()
     local = prepare_repo(repo, cache_root() / "mirrors")
     previous, old_instances = _load_previous(out)
-    commits = scan_history(local)
-    summary.commits_scanned = len(commits)
-    changes = mainline_changes(commits)
-    if options.since or options.until:
-        allowed = in_date_range(local, options.since, options.until)
-        changes = [c for c in changes if c.commit.sha in allowed]
+    changes, summary.commits_scanned = all_changes(
+        local, options.branches, since=options.since, until=options.until
+    )
     bundle = _write_bundle(local, out, repo_name)
     spec_file = _write_spec(out, spec_path, options)
     index = issues if isinstance(issues, IssueIndex) or issues is None else IssueIndex(dict(issues))
 
     plan, linked, summary.kept_from_before = _select(
-        changes, previous, index, repo_name=repo_name, source=source, options=options
+        changes,
+        previous,
+        index,
+        repo_name=repo_name,
+        source=source,
+        options=options,
+        spec_file=spec_file,
     )
     kept = {c.instance_id for c in plan if c.status == "accepted" and c.instance_id}
-    kept |= {c.instance_id for c in previous.values() if c.status == "accepted" and c.instance_id}
+    # Earlier accepted tasks stay, unless being validated again (a new --spec): then
+    # the new verdict decides, under the same name.
+    planned = {c.fix_commit: c for c in plan}
+    kept |= {
+        c.instance_id
+        for sha, c in previous.items()
+        if c.status == "accepted" and c.instance_id and planned.get(sha, c) is c
+    }
     instances = {
         iid: inst
         for iid, inst in old_instances.items()
@@ -195,8 +207,8 @@ def mine(
         local, plan, linked, index, comments, set(instances), repo_name, source, options
     )
     log(
-        f"{len(commits)} commits, {len(plan)} linked changes: {summary.kept_from_before} "
-        f"verdicts kept, {len(drafts)} to validate"
+        f"{summary.commits_scanned} commits, {len(plan)} linked changes: "
+        f"{summary.kept_from_before} verdicts kept, {len(drafts)} to validate"
     )
     waiting = {d.slot for d in drafts}
     _write_candidates(out, plan, previous, waiting)
@@ -239,6 +251,8 @@ def mine(
         "".join(i.model_dump_json() + "\n" for _, i in sorted(instances.items())),
     )
     _write_candidates(out, plan, previous, set())
+    if instances:
+        _record_gold_check(out, set(instances))
 
     for candidate in plan:
         summary.candidates += 1
@@ -267,6 +281,49 @@ def _write_bundle(local: Path, out: Path, repo_name: str) -> Path:
     return bundle
 
 
+def all_changes(
+    local: Path, branches: Sequence[str], *, since: str | None, until: str | None
+) -> tuple[list[Change], int]:
+    """Mainline changes of HEAD and of each ``--branch`` (a fix landed only on a
+    maintenance branch is a task too), once each, newest first; and commits scanned."""
+    changes: list[Change] = []
+    seen: set[str] = set()
+    scanned = 0
+    for rev in ("HEAD", *branches):
+        commits = scan_history(local, rev=rev)
+        scanned += len(commits)
+        found = mainline_changes(commits)
+        if since or until:
+            allowed = in_date_range(local, since, until, rev=rev)
+            found = [c for c in found if c.commit.sha in allowed]
+        for change in found:
+            if change.commit.sha not in seen:
+                seen.add(change.commit.sha)
+                changes.append(change)
+    if branches:
+        changes.sort(key=lambda c: c.commit.committed_at, reverse=True)
+    return changes, scanned
+
+
+def _record_gold_check(out: Path, kept: set[str]) -> None:
+    """The task set's ``gold-check.json``: the gold check the miner just ran (and earlier
+    ones), so evaluating predictions on a mined set needs no separate validation."""
+    from evalkit.dataset import load_task_set
+    from evalkit.harness import read_gold_check
+    from evalkit.records import GOLD_CHECK_FILE, GoldCheck
+
+    results = {}
+    for source in (out, out / ".validation" / "gold-check" / "tasks"):
+        check = read_gold_check(source) if source.is_dir() else None
+        if check is not None:
+            results.update({i: r for i, r in check.results.items() if i in kept and r.passed})
+    sha = load_task_set(out).sha256()
+    write_atomic(
+        out / GOLD_CHECK_FILE,
+        GoldCheck(tasks_sha256=sha, results=results).model_dump_json(indent=2) + "\n",
+    )
+
+
 def _write_spec(out: Path, spec_path: Path | None, options: MineOptions) -> SpecFile:
     from evalkit.environment import load_spec_file
 
@@ -284,6 +341,37 @@ def _write_spec(out: Path, spec_path: Path | None, options: MineOptions) -> Spec
     return load_spec_file(out / ENV_SPEC_FILE)
 
 
+_VALIDATED = {
+    "environment",
+    "gold_run_untrusted",
+    "gold_breaks_tests",
+    "no_fail_to_pass",
+    "gold_check_failed",
+    "test_patch_does_not_apply",
+    "patch_does_not_apply",
+}
+"""Verdicts that came from running the change: a new environment spec can change them."""
+
+
+def spec_digest(spec_file: SpecFile | None, repo: str, instance_id: str | None) -> str:
+    """Hash of the spec tables that apply to one candidate (defaults, repo, instance)."""
+    if spec_file is None:
+        return ""
+    tables = [
+        spec_file.defaults,
+        spec_file.repos.get(repo, {}),
+        spec_file.instances.get(instance_id or "", {}),
+    ]
+    return hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_changed(old: Candidate, spec_file: SpecFile | None, repo: str) -> bool:
+    """Whether re-mining with another ``--spec`` must validate ``old`` again."""
+    if spec_file is None or not (old.status == "accepted" or old.reason in _VALIDATED):
+        return False
+    return old.spec_sha256 != spec_digest(spec_file, repo, old.instance_id)
+
+
 def _rejected(candidate: Candidate, rejection: Rejection) -> Candidate:
     return candidate.model_copy(
         update={"status": "rejected", "reason": rejection.reason, "detail": rejection.detail}
@@ -298,6 +386,7 @@ def _select(
     repo_name: str,
     source: SourceKind,
     options: MineOptions,
+    spec_file: SpecFile | None = None,
 ) -> tuple[list[Candidate], list[_Linked], int]:
     """Linked changes, newest first: earlier verdicts, issue-source rejections, and the
     rest (to be diffed and validated)."""
@@ -311,13 +400,21 @@ def _select(
         number = pull_request_number(commit.message)
         pr = index.pull_requests.get(number) if index is not None and number else None
         text = change.messages + (f"\n\n{pr.title}\n\n{pr.body}" if pr is not None else "")
+        closed = index.closed_by.get(number, []) if index is not None and number else []
+        # The export names the issues this pull request closed: a squash commit
+        # "Title (#N)" links them as SWE-bench links a pull request to its issues.
+        text += "".join(f"\nCloses #{key}" for key in closed)
         refs = find_links(text, repo=repo_name, link_pattern=options.link_pattern)
         if not refs:
             continue
         if options.max_candidates is not None and len(plan) >= options.max_candidates:
             break
         old = previous.get(commit.sha)
-        if old is not None and old.reason != "environment":
+        if (
+            old is not None
+            and old.reason != "environment"
+            and not _spec_changed(old, spec_file, repo_name)
+        ):
             plan.append(old)
             kept += 1
             continue
@@ -332,6 +429,7 @@ def _select(
             source=source,
             instance_id=old.instance_id if old is not None else None,
             validated_at=_now(),
+            spec_sha256=spec_digest(spec_file, repo_name, old.instance_id if old else None),
         )
         issues: list[Issue] = []
         if index is not None:
@@ -386,7 +484,10 @@ def _drafts(
         }
         instance_id = candidate.instance_id
         if instance_id is None or instance_id in taken:
-            instance_id = instance_id_for(repo_name, item.refs[0].key, commit.sha, taken)
+            # SWE-bench names a task by its pull request; the issues stay a field
+            # (evalkit_issue_keys). Without a pull request, by the first issue.
+            key = candidate.pull_request if (candidate.pull_request or "").isdigit() else None
+            instance_id = instance_id_for(repo_name, key or item.refs[0].key, commit.sha, taken)
         taken.add(instance_id)
         instance = make_instance(
             item.change,

@@ -67,6 +67,9 @@ class IssueIndex(dict[str, Issue]):
     ):
         super().__init__(issues or {})
         self.pull_requests = pull_requests or {}
+        self.closed_by: dict[str, list[str]] = {}
+        """Pull request number -> the issues the export says it closed (gh's
+        ``closedByPullRequestsReferences``): links a squash commit ``Title (#N)``."""
         self._fetch_one = fetch_one
         self._fetch_comments = fetch_comments
         self._refreshed: set[str] = set()
@@ -125,6 +128,11 @@ def _index(items: Iterator[dict[str, Any]], index: IssueIndex) -> IssueIndex:
         # The REST issues list includes pull requests; they never count as issues.
         target = index.pull_requests if "pull_request" in item else index
         target[issue.key] = issue
+        closers = item.get("closedByPullRequestsReferences") or item.get("closed_by_pull_requests")
+        for pr in closers if isinstance(closers, list) else []:
+            number = pr.get("number") if isinstance(pr, dict) else pr
+            if isinstance(number, (int, str)) and str(number).isdigit():
+                index.closed_by.setdefault(str(number), []).append(issue.key)
     return index
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -268,6 +269,11 @@ def _runs(
         report = parse_test_report(executed.report)
         problem = trust_problem(report, executed.execution)
         if problem is not None:
+            cause = _environment_cause(executed.output, report.collect_errors)
+            if cause:
+                # The tests cannot even start with the fix in place: a missing or wrong
+                # dependency, not a bad fix (re-validated on the next run).
+                return Outcome(None, Rejection("environment", f"run {n + 1}: {cause}"))
             return Outcome(None, Rejection("gold_run_untrusted", f"run {n + 1}: {problem}"))
         after.append(report.outcomes)
         collect_errors += [e for e in report.collect_errors if e not in collect_errors]
@@ -287,6 +293,26 @@ def _runs(
         "evalkit_hung_before_fix": hung,
     }
     return Outcome(final, None, result.flaky)
+
+
+_ENVIRONMENT_ERRORS = re.compile(
+    r"(ModuleNotFoundError|ImportError|No module named|cannot import name|"
+    r"ImportPathMismatchError|pluggy|PluginValidationError|INTERNALERROR)"
+)
+
+
+def _environment_cause(output: str, collect_errors: Sequence[str]) -> str:
+    """The import or plugin error that stopped a run before its tests, if any."""
+    from evalkit.harness import first_error_line
+
+    line = first_error_line(output)
+    if _ENVIRONMENT_ERRORS.search(line) or (collect_errors and not line):
+        return line or f"collection errors in {', '.join(collect_errors[:3])}"
+    match = _ENVIRONMENT_ERRORS.search(output)
+    if match:
+        start = output.rfind("\n", 0, match.start()) + 1
+        return output[start : output.find("\n", match.end())].strip()[:300]
+    return ""
 
 
 def _short(executed: Executed) -> str:

@@ -99,3 +99,24 @@ def test_a_clone_url_is_mirrored_once_then_fetched(tmp_path: Path) -> None:
     assert prepare_repo(f"file://{repo}", tmp_path / "cache") == mirror
     assert scan_history(mirror)[0].title == "later"
     assert prepare_repo(str(repo), tmp_path / "cache") == repo  # a path is used in place
+
+
+def test_a_maintenance_branch_is_mined_too(tmp_path: Path) -> None:
+    """``--branch 1.x``: a fix that landed only on a maintenance branch is a candidate,
+    a commit both lines share is one candidate, and HEAD alone does not see it."""
+    from evalkit.mining._mine import all_changes
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    shared = commit(repo, {"a.py": "1\n"}, "shared")
+    git(repo, "branch", "1.x")
+    main_fix = commit(repo, {"a.py": "2\n"}, "main fix (fixes #1)")
+    git(repo, "checkout", "-q", "1.x")
+    backport = commit(repo, {"b.py": "1\n"}, "only on 1.x (fixes #2)")
+    git(repo, "checkout", "-q", "main")
+    head_only, _ = all_changes(repo, (), since=None, until=None)
+    assert backport not in {c.commit.sha for c in head_only}
+    both, scanned = all_changes(repo, ("1.x",), since=None, until=None)
+    shas = [c.commit.sha for c in both]
+    assert sorted(shas) == sorted([shared, main_fix, backport]) and scanned == 4

@@ -295,7 +295,9 @@ def test_a_pull_request_body_links_its_merge_commit(calc: tuple[Path, Path, Any]
     _, out, _ = calc
     by_key = {c["issue_keys"][0]: c for c in rows(out / "candidates.jsonl")}
     assert by_key["6"]["status"] == "accepted" and by_key["6"]["pull_request"] == "7"
-    instance = {r["instance_id"]: r for r in rows(out / "instances.jsonl")}["acme__calc-6"]
+    # Named as SWE-bench names it, by the pull request; the issue stays a field.
+    instance = {r["instance_id"]: r for r in rows(out / "instances.jsonl")}["acme__calc-7"]
+    assert instance["evalkit_issue_keys"] == ["6"]
     assert instance["problem_statement"] == "Issue 6\nBody 6\n"
     assert instance["FAIL_TO_PASS"] == ["tests/test_none.py::test_none"]
     assert instance["evalkit_merged_commits"] == 1
@@ -322,8 +324,39 @@ def test_an_environment_failure_is_retried_on_the_next_run(
         spec_path=spec,
         **QUIET,
     )
-    assert summary.validated == 1 and summary.kept_from_before == 4
+    # A new [defaults] applies to every candidate that ran: all are validated again
+    # (the environment failure among them), under the same names.
+    assert summary.validated == 5 and summary.kept_from_before == 0
     assert bundle.stat().st_mtime_ns == stamp  # same refs: the bundle (and its cache) stay
     assert {c["issue_keys"][0]: c["status"] for c in rows(out / "candidates.jsonl")}["4"] == (
         "accepted"
     )
+    ids = [r["instance_id"] for r in rows(out / "instances.jsonl")]
+    assert len(ids) == len(set(ids)) and "acme__calc-7" in ids
+    # The same spec again: nothing is validated twice.
+    again = mine(
+        str(repo),
+        out,
+        repo_name="acme/calc",
+        issues=IssueIndex(
+            {k: Issue(k, f"Issue {k}", "", "closed") for k in "12346"},
+            {"7": Issue("7", "Handle None in neg", "Closes #6", "closed")},
+        ),
+        source="export",
+        options=MineOptions(runs=1, timeout=6),
+        spec_path=spec,
+        **QUIET,
+    )
+    assert again.validated == 0 and again.kept_from_before == 5
+
+
+def test_a_mined_task_set_carries_its_gold_check(calc: tuple[Path, Path, Any]) -> None:
+    """Evaluating predictions on what mining wrote needs no separate validation."""
+    from evalkit.dataset import load_task_set
+    from evalkit.harness import read_gold_check
+
+    _, out, _ = calc
+    check = read_gold_check(out)
+    assert check is not None and check.tasks_sha256 == load_task_set(out).sha256()
+    accepted = {r["instance_id"] for r in rows(out / "instances.jsonl")}
+    assert set(check.results) == accepted and all(r.passed for r in check.results.values())

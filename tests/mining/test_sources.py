@@ -284,3 +284,37 @@ def test_a_broken_export_is_a_usage_error_naming_the_file(tmp_path: Path) -> Non
     bad.write_text('[{"number": 1,')
     with pytest.raises(UsageError, match=r"issues\.json"):
         load_issue_export(bad)
+
+
+def test_a_squash_commit_links_the_issues_its_pull_request_closed(tmp_path: Path) -> None:
+    """gh's ``closedByPullRequestsReferences`` names the pull request that closed an
+    issue; a squash commit ``Title (#12)`` with no closing keyword then links it."""
+    from evalkit.mining._candidates import MineOptions
+    from evalkit.mining._history import Change, Commit
+    from evalkit.mining._mine import _select
+
+    export = tmp_path / "gh.json"
+    export.write_text(
+        json.dumps(
+            [
+                {
+                    "number": 5,
+                    "title": "Crash on empty input",
+                    "body": "...",
+                    "state": "CLOSED",
+                    "closedAt": "2024-02-01T00:00:00Z",
+                    "closedByPullRequestsReferences": [{"number": 12, "url": "x"}],
+                },
+                {"number": 6, "title": "Other", "body": "", "state": "CLOSED"},
+            ]
+        )
+    )
+    index = load_issue_export(export)
+    assert index.closed_by == {"12": ["5"]}
+    squash = Change(Commit("b" * 40, ("a" * 40,), "", "2024-02-01", "Handle empty input (#12)"))
+    plain = Change(Commit("c" * 40, ("b" * 40,), "", "2024-02-02", "Tidy (#13)"))
+    plan, linked, _ = _select(
+        [plain, squash], {}, index, repo_name="o/r", source="export", options=MineOptions()
+    )
+    assert [r.key for item in linked for r in item.refs] == ["5"]
+    assert [c.pull_request for c in plan] == ["12"]
