@@ -63,6 +63,8 @@ _SPEC_KEYS = {
     "memory",
     "cpus",
     "pids",
+    "runner",
+    "node",
 }
 
 
@@ -84,6 +86,10 @@ class EnvSpec:
     memory: str = "4g"
     cpus: float = 1.0
     pids: int = 512
+    runner: str = "pytest"
+    """The test runner (see :mod:`evalkit.runners`): ``pytest``, ``vitest``, ``jest``, ``mocha``."""
+    node: str = ""
+    """The Node major for JavaScript runners (see :mod:`evalkit.node_env`); empty for Python."""
     inferred_from: tuple[str, ...] = field(default=(), compare=False)
 
     def build_key(self, dependency_files: dict[str, str]) -> str:
@@ -96,6 +102,8 @@ class EnvSpec:
             "install": self.install,
             "files": sorted((k, _without_versions(v)) for k, v in dependency_files.items()),
         }
+        if self.node:
+            payload["node"] = self.node
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -191,6 +199,8 @@ def resolve_spec(
 ) -> EnvSpec:
     """Layer: inferred < ``[defaults]`` < ``[repos."owner/name"]`` < ``[instances."id"]``."""
     spec = infer_spec(dependency_files)
+    if (node := _node_spec(dependency_files)) is not None:
+        spec = node
     for table in (
         spec_file.defaults,
         spec_file.repos.get(repo, {}),
@@ -201,6 +211,13 @@ def resolve_spec(
 
 
 # --- inference from packaging files ------------------------------------------
+
+
+def _node_spec(files: dict[str, str]) -> EnvSpec | None:
+    """A JavaScript / TypeScript repository's spec (see :mod:`evalkit.node_env`), or None."""
+    from evalkit.node_env import infer_node_spec
+
+    return infer_node_spec(files)
 
 
 def _pyproject_extras(text: str) -> set[str]:

@@ -204,11 +204,20 @@ def ensure_env_image(
     with lock:
         if image_exists(client, tag):
             return tag
-        wanted = spec.base_image or f"python:{spec.python}-slim"
-        base = resolve_base_image(client, wanted, log=log)
-        dockerfile = render_dockerfile(
-            spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None
-        )
+        if spec.node:  # a JavaScript / TypeScript repository (evalkit.node_env)
+            from evalkit.node_env import ensure_node_base, node_ca_bundle, render_node_dockerfile
+
+            ca_bundle = node_ca_bundle(ca_bundle)
+            base = ensure_node_base(client, spec, log=log)
+            dockerfile = render_node_dockerfile(
+                spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None
+            )
+        else:
+            wanted = spec.base_image or f"python:{spec.python}-slim"
+            base = resolve_base_image(client, wanted, log=log)
+            dockerfile = render_dockerfile(
+                spec, repo=repo, key=key, base_image=base, ca=ca_bundle is not None
+            )
         log(f"building environment image {tag} from {base}...")
         lines: list[str] = []
         try:
