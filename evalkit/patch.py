@@ -23,6 +23,7 @@ from evalkit.runners.python import TEST_DIRS as _TEST_DIRS  # noqa: F401
 MAX_PATCH_BYTES = 5 * 1024 * 1024
 """Largest model patch accepted; real fixes are kilobytes."""
 
+
 class PatchRejected(ValueError):
     """The patch is unsafe or unreadable; the message says why in one line."""
 
