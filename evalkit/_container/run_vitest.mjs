@@ -4,6 +4,8 @@
 // with evalkit's reporter passed as an object (and the project's reporters dropped),
 // the pinned config file (or none), root /testbed and the forks pool: the code under
 // test runs in child processes, never in this one, which holds the channel.
+import fs from "node:fs";
+
 import {
   Channel,
   importFromImage,
@@ -18,6 +20,18 @@ import {
   selection,
   version,
 } from "./evalkit_node.mjs";
+
+// vite bundles a TypeScript config into /node_modules/.vite-temp, which the image links
+// to /tmp (the root filesystem is read-only); without the link, its slower module runner.
+function viteTemp() {
+  try {
+    if (!fs.lstatSync("/node_modules/.vite-temp").isSymbolicLink()) return false;
+    fs.mkdirSync("/tmp/.vite-temp", { recursive: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const instructions = readInstructions();
 const args = parseArgs(process.argv.slice(2));
@@ -72,8 +86,7 @@ const files = args.files.map((f) => `${ROOT}/${f}`);
 const options = {
   root: ROOT,
   config: args.config ?? false,
-  // Load the config through vite's module runner: no temp file beside /node_modules (read-only).
-  configLoader: "runner",
+  configLoader: viteTemp() ? "bundle" : "runner",
   run: true,
   watch: false,
   pool: "forks",

@@ -45,9 +45,7 @@ def test_vitest_attacks_are_not_resolved_and_gold_is(docker_engine: Any, tmp_pat
     # The config edits and the fake runner module are reverted and named.
     assert by_key["scripted/cheater", 1].tampered_files == ["vitest.config.ts"]
     assert by_key["scripted/cheater", 2].tampered_files == ["vitest.config.ts"]
-    assert all(
-        p.startswith("node_modules/") for p in by_key["scripted/cheater", 3].tampered_files
-    )
+    assert all(p.startswith("node_modules/") for p in by_key["scripted/cheater", 3].tampered_files)
     # Rewriting expect from the code under test is caught in the worker; a second,
     # forged summary contradicts the real one.
     assert any("assertion machinery" in f for f in by_key["scripted/hacker", 1].integrity)
