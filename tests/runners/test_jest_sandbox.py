@@ -1,0 +1,108 @@
+"""jest through the real harness: a fix resolves, a wrong fix and a config swap do not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.harness import evaluate
+from evalkit.records import Status
+from tests.conftest import git, write_tree
+
+DATA = Path(__file__).parent / "data"
+SUM_V1 = "exports.sum = (a, b) => a - b;\nexports.twice = (a) => a * 2;\n"
+SUM_V2 = "exports.sum = (a, b) => a + b;\nexports.twice = (a) => a * 2;\n"
+TEST_V1 = """\
+const { twice } = require("../src/sum");
+
+describe("twice", () => {
+  test("doubles", () => {
+    expect(twice(2)).toBe(4);
+  });
+});
+"""
+TEST_V2 = (
+    TEST_V1
+    + """
+describe("sum", () => {
+  describe("small numbers", () => {
+    test("adds two numbers", () => {
+      expect(require("../src/sum").sum(1, 2)).toBe(3);
+    });
+  });
+});
+"""
+)
+# Swap in a config whose testRegex matches nothing (so nothing could fail).
+EVIL_CONFIG = 'module.exports = { testRegex: "^$", passWithNoTests: true };\n'
+
+
+def _tasks(root: Path) -> Path:
+    repo = root / "repo"
+    repo.mkdir()
+    write_tree(
+        repo,
+        {
+            "package.json": (DATA / "jest-package.json").read_text(),
+            "package-lock.json": (DATA / "jest-package-lock.json").read_text(),
+            ".gitignore": "node_modules/\n",
+            "src/sum.js": SUM_V1,
+            "test/sum.test.js": TEST_V1,
+        },
+    )
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "initial")
+    base = git(repo, "rev-parse", "HEAD")
+    write_tree(repo, {"src/sum.js": SUM_V2, "test/sum.test.js": TEST_V2})
+    git(repo, "commit", "-qam", "fix sum")
+    fix = git(repo, "rev-parse", "HEAD")
+    out = root / "tasks"
+    (out / "repos").mkdir(parents=True)
+    git(repo, "bundle", "create", "-q", str(out / "repos" / "acme__jsum.bundle"), "--all")
+    row = {
+        "instance_id": "acme__jsum-1",
+        "repo": "acme/jsum",
+        "base_commit": base,
+        "patch": git(repo, "diff", base, fix, "--", "src") + "\n",
+        "test_patch": git(repo, "diff", base, fix, "--", "test") + "\n",
+        "problem_statement": "sum subtracts",
+        "FAIL_TO_PASS": ["test/sum.test.js > sum > small numbers > adds two numbers"],
+        "PASS_TO_PASS": ["test/sum.test.js > twice > doubles"],
+    }
+    (out / "instances.jsonl").write_text(json.dumps(row) + "\n")
+    write_tree(repo, {"jest.config.js": EVIL_CONFIG})
+    git(repo, "add", "-A")
+    evil = git(repo, "diff", "--cached", "HEAD") + "\n"
+    git(repo, "reset", "-q", "--hard")
+    wrong = row["patch"].replace("a + b", "a * b")
+    preds = [
+        {"instance_id": "acme__jsum-1", "model_name_or_path": "m/config", "model_patch": evil},
+        {"instance_id": "acme__jsum-1", "model_name_or_path": "m/wrong", "model_patch": wrong},
+    ]
+    (out / "preds.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return out
+
+
+@pytest.mark.docker
+def test_jest_fix_resolves_and_a_swapped_config_does_not(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    tasks = _tasks(tmp_path)
+    outcome = evaluate(
+        tasks,
+        tasks / "preds.jsonl",
+        "jest",
+        gold=True,
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=lambda _: None,
+    )
+    got = {v.model_name_or_path: v for v in outcome.verdicts}
+    assert got["gold"].status is Status.RESOLVED, got["gold"]
+    assert got["m/wrong"].status is Status.UNRESOLVED
+    assert got["m/config"].status is Status.UNRESOLVED
+    assert got["m/config"].tampered_files == ["jest.config.js"]
