@@ -52,6 +52,14 @@ def is_js_test_path(path: str) -> bool:
     return any(part in JS_TEST_DIRS for part in pure.parts[:-1])
 
 
+def is_js_test_module(path: str) -> bool:
+    """A file the runners collect by default (not a helper under ``test/``)."""
+    pure = PurePosixPath(path)
+    if pure.suffix.lstrip(".") not in JS_EXTENSIONS:
+        return False
+    return bool(_TEST_NAME.search(pure.name)) or "__tests__" in pure.parts[:-1]
+
+
 def is_js_config_path(path: str) -> bool:
     """Runner, transpiler and package-manager config, and anything under ``node_modules``
     (a patch adding ``node_modules/vitest/...`` would shadow the runner for the tests)."""

@@ -5,6 +5,7 @@ do not."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,36 @@ def test_vitest_attacks_are_not_resolved_and_gold_is(docker_engine: Any, tmp_pat
     assert any("assertion machinery" in f for f in by_key["scripted/hacker", 1].integrity)
     assert any("summary" in f for f in by_key["scripted/hacker", 2].integrity)
     assert "js-runner-internals" in by_key["scripted/hacker", 1].integrity_flags
+
+
+@pytest.mark.docker
+def test_mining_the_ts_sample_finds_the_tests_the_fixes_changed(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from evalkit.mining import MineOptions, mine
+
+    clone = tmp_path / "tskit"
+    bundle = next((SAMPLE / "repos").glob("*.bundle"))
+    subprocess.run(["git", "clone", "-q", str(bundle), str(clone)], check=True)
+    mine(
+        str(clone),
+        tmp_path / "mined",
+        repo_name="evalkit-samples/tskit",
+        issues=None,
+        source="commit",
+        options=MineOptions(runs=2),
+        client=docker_engine,
+        log=lambda _: None,
+        progress=False,
+    )
+    mined = {
+        json.loads(line)["base_commit"]: json.loads(line)
+        for line in (tmp_path / "mined" / "instances.jsonl").read_text().splitlines()
+    }
+    for line in (SAMPLE / "instances.jsonl").read_text().splitlines():
+        want = json.loads(line)
+        got = mined[want["base_commit"]]
+        assert sorted(got["FAIL_TO_PASS"]) == sorted(want["FAIL_TO_PASS"])
+        assert sorted(got["PASS_TO_PASS"]) == sorted(want["PASS_TO_PASS"])
