@@ -47,7 +47,10 @@ const seen = new Map();
 let failed = false;
 
 function idOf(testCase) {
-  const id = relative(testCase.module.moduleId) + SEPARATOR + testCase.fullName;
+  return uniqueId(relative(testCase.module.moduleId) + SEPARATOR + testCase.fullName);
+}
+
+function uniqueId(id) {
   const n = (seen.get(id) || 0) + 1;
   seen.set(id, n);
   return n === 1 ? id : `${id} (${n})`; // same name twice in one suite: still two tests
@@ -72,6 +75,35 @@ class EvalkitReporter {
         .filter((m) => m.includes("evalkit-integrity:"))
         .map((m) => m.slice(m.indexOf("evalkit-integrity:") + 19).trim() + " in " + relative(testModule.moduleId));
       if (findings.length) channel.emit({ event: "integrity", findings, audit: [] });
+    }
+  }
+  // vitest < 3 has no onTestCaseResult: the finished task tree instead (vitest 3 calls
+  // both; the tree is used only when no per-test result came).
+  onFinished(files = []) {
+    if (seen.size) return;
+    const walk = (task, names, file) => {
+      if (task.type === "test" || task.type === "custom") {
+        const id = uniqueId([relative(file), ...names, task.name].join(SEPARATOR));
+        const state = task.result?.state;
+        const outcome = state === "pass" ? "passed" : state === "fail" ? "failed" : "skipped";
+        if (outcome === "failed" && (!listed || listed.has(id))) failed = true;
+        channel.emit({ event: "test", nodeid: id, when: "call", outcome, duration: (task.result?.duration ?? 0) / 1000 });
+        return;
+      }
+      for (const child of task.tasks || []) walk(child, task.type === "suite" && names !== null ? [...names, task.name] : [], file);
+    };
+    for (const file of files) {
+      for (const child of file.tasks || []) walk(child, [], file.filepath);
+      const errors = file.result?.errors || [];
+      if (file.result?.state === "fail" && errors.length) {
+        failed = true;
+        channel.emit({ event: "collect_error", nodeid: relative(file.filepath) });
+        const findings = errors
+          .map((e) => String(e?.message ?? ""))
+          .filter((m) => m.includes("evalkit-integrity:"))
+          .map((m) => m.slice(m.indexOf("evalkit-integrity:") + 19).trim() + " in " + relative(file.filepath));
+        if (findings.length) channel.emit({ event: "integrity", findings, audit: [] });
+      }
     }
   }
   onTestRunEnd(testModules, unhandledErrors) {
@@ -128,7 +160,7 @@ try {
     server: { fs: { strict: false } }, // evalkit's setup file lives outside the root
   };
   const ctx = await createVitest("test", options, viteOverrides);
-  for (const project of ctx.projects) project.config.setupFiles.unshift(SETUP);
+  for (const project of ctx.projects ?? [ctx]) project.config.setupFiles.unshift(SETUP);
   try {
     await ctx.start(files);
   } catch (err) {

@@ -1,4 +1,5 @@
-"""jest through the real harness: a fix resolves, a wrong fix and a config swap do not."""
+"""jest and mocha through the real harness: a fix resolves, a wrong fix and a config swap
+do not."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from tests.conftest import git, write_tree
 DATA = Path(__file__).parent / "data"
 SUM_V1 = "exports.sum = (a, b) => a - b;\nexports.twice = (a) => a * 2;\n"
 SUM_V2 = "exports.sum = (a, b) => a + b;\nexports.twice = (a) => a * 2;\n"
+# One test file both runners read (describe / it globals, node's assert).
 TEST_V1 = """\
+const assert = require("node:assert");
 const { twice } = require("../src/sum");
 
 describe("twice", () => {
-  test("doubles", () => {
-    expect(twice(2)).toBe(4);
+  it("doubles", () => {
+    assert.strictEqual(twice(2), 4);
   });
 });
 """
@@ -29,25 +32,28 @@ TEST_V2 = (
     + """
 describe("sum", () => {
   describe("small numbers", () => {
-    test("adds two numbers", () => {
-      expect(require("../src/sum").sum(1, 2)).toBe(3);
+    it("adds two numbers", () => {
+      assert.strictEqual(require("../src/sum").sum(1, 2), 3);
     });
   });
 });
 """
 )
-# Swap in a config whose testRegex matches nothing (so nothing could fail).
-EVIL_CONFIG = 'module.exports = { testRegex: "^$", passWithNoTests: true };\n'
+# Swap in a config that selects nothing (so nothing could fail).
+EVIL_CONFIG = {
+    "jest": ("jest.config.js", 'module.exports = { testRegex: "^$", passWithNoTests: true };\n'),
+    "mocha": (".mocharc.json", '{"grep": "^$", "spec": []}\n'),
+}
 
 
-def _tasks(root: Path) -> Path:
+def _tasks(root: Path, runner: str) -> Path:
     repo = root / "repo"
     repo.mkdir()
     write_tree(
         repo,
         {
-            "package.json": (DATA / "jest-package.json").read_text(),
-            "package-lock.json": (DATA / "jest-package-lock.json").read_text(),
+            "package.json": (DATA / f"{runner}-package.json").read_text(),
+            "package-lock.json": (DATA / f"{runner}-package-lock.json").read_text(),
             ".gitignore": "node_modules/\n",
             "src/sum.js": SUM_V1,
             "test/sum.test.js": TEST_V1,
@@ -62,10 +68,10 @@ def _tasks(root: Path) -> Path:
     fix = git(repo, "rev-parse", "HEAD")
     out = root / "tasks"
     (out / "repos").mkdir(parents=True)
-    git(repo, "bundle", "create", "-q", str(out / "repos" / "acme__jsum.bundle"), "--all")
+    git(repo, "bundle", "create", "-q", str(out / "repos" / f"acme__{runner}.bundle"), "--all")
     row = {
-        "instance_id": "acme__jsum-1",
-        "repo": "acme/jsum",
+        "instance_id": f"acme__{runner}-1",
+        "repo": f"acme/{runner}",
         "base_commit": base,
         "patch": git(repo, "diff", base, fix, "--", "src") + "\n",
         "test_patch": git(repo, "diff", base, fix, "--", "test") + "\n",
@@ -74,28 +80,30 @@ def _tasks(root: Path) -> Path:
         "PASS_TO_PASS": ["test/sum.test.js > twice > doubles"],
     }
     (out / "instances.jsonl").write_text(json.dumps(row) + "\n")
-    write_tree(repo, {"jest.config.js": EVIL_CONFIG})
+    name, text = EVIL_CONFIG[runner]
+    write_tree(repo, {name: text})
     git(repo, "add", "-A")
     evil = git(repo, "diff", "--cached", "HEAD") + "\n"
     git(repo, "reset", "-q", "--hard")
     wrong = row["patch"].replace("a + b", "a * b")
     preds = [
-        {"instance_id": "acme__jsum-1", "model_name_or_path": "m/config", "model_patch": evil},
-        {"instance_id": "acme__jsum-1", "model_name_or_path": "m/wrong", "model_patch": wrong},
+        {"instance_id": f"acme__{runner}-1", "model_name_or_path": "m/config", "model_patch": evil},
+        {"instance_id": f"acme__{runner}-1", "model_name_or_path": "m/wrong", "model_patch": wrong},
     ]
     (out / "preds.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     return out
 
 
 @pytest.mark.docker
-def test_jest_fix_resolves_and_a_swapped_config_does_not(
-    docker_engine: Any, tmp_path: Path
+@pytest.mark.parametrize("runner", ["jest", "mocha"])
+def test_a_fix_resolves_and_a_wrong_fix_or_a_swapped_config_does_not(
+    docker_engine: Any, tmp_path: Path, runner: str
 ) -> None:
-    tasks = _tasks(tmp_path)
+    tasks = _tasks(tmp_path, runner)
     outcome = evaluate(
         tasks,
         tasks / "preds.jsonl",
-        "jest",
+        runner,
         gold=True,
         runs_dir=tmp_path / "runs",
         progress=False,
@@ -105,4 +113,4 @@ def test_jest_fix_resolves_and_a_swapped_config_does_not(
     assert got["gold"].status is Status.RESOLVED, got["gold"]
     assert got["m/wrong"].status is Status.UNRESOLVED
     assert got["m/config"].status is Status.UNRESOLVED
-    assert got["m/config"].tampered_files == ["jest.config.js"]
+    assert got["m/config"].tampered_files == [EVIL_CONFIG[runner][0]]
