@@ -159,7 +159,11 @@ try {
     resolve: { alias: [{ find: /^vitest$/, replacement: ENTRY }] },
     server: { fs: { strict: false } }, // evalkit's setup file lives outside the root
   };
-  const ctx = await createVitest("test", options, viteOverrides);
+  // vitest before ~0.20 took no mode argument: createVitest(options, viteOverrides).
+  const ctx =
+    createVitest.length >= 2
+      ? await createVitest("test", options, viteOverrides)
+      : await createVitest(options, viteOverrides);
   for (const project of ctx.projects ?? [ctx]) project.config.setupFiles.unshift(SETUP);
   try {
     await ctx.start(files);
