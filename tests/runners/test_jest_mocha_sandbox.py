@@ -86,9 +86,23 @@ def _tasks(root: Path, runner: str) -> Path:
     evil = git(repo, "diff", "--cached", "HEAD") + "\n"
     git(repo, "reset", "-q", "--hard")
     wrong = row["patch"].replace("a + b", "a * b")
+    package = json.loads((DATA / f"{runner}-package.json").read_text())
+
+    def package_patch(**changes: object) -> str:
+        write_tree(repo, {"package.json": json.dumps({**package, **changes}, indent=2) + "\n"})
+        text = git(repo, "diff", "HEAD", "--", "package.json") + "\n"
+        git(repo, "reset", "-q", "--hard")
+        return text
+
+    # The runner's key in package.json is test configuration; the description is not.
+    key = package_patch(**{runner: {"testRegex": "^$"} if runner == "jest" else {"grep": "^$"}})
+    described = row["patch"] + package_patch(description="sums")
+    iid = f"acme__{runner}-1"
     preds = [
-        {"instance_id": f"acme__{runner}-1", "model_name_or_path": "m/config", "model_patch": evil},
-        {"instance_id": f"acme__{runner}-1", "model_name_or_path": "m/wrong", "model_patch": wrong},
+        {"instance_id": iid, "model_name_or_path": "m/config", "model_patch": evil},
+        {"instance_id": iid, "model_name_or_path": "m/wrong", "model_patch": wrong},
+        {"instance_id": iid, "model_name_or_path": "m/package-key", "model_patch": key},
+        {"instance_id": iid, "model_name_or_path": "m/described", "model_patch": described},
     ]
     (out / "preds.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     return out
@@ -114,3 +128,7 @@ def test_a_fix_resolves_and_a_wrong_fix_or_a_swapped_config_does_not(
     assert got["m/wrong"].status is Status.UNRESOLVED
     assert got["m/config"].status is Status.UNRESOLVED
     assert got["m/config"].tampered_files == [EVIL_CONFIG[runner][0]]
+    assert got["m/package-key"].status is Status.UNRESOLVED
+    assert got["m/package-key"].tampered_files == ["package.json"]
+    assert got["m/described"].status is Status.RESOLVED, got["m/described"]
+    assert got["m/described"].tampered_files == []
