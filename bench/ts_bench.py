@@ -44,7 +44,11 @@ def bare_seconds(tasks: Path, image: str, repeat: int) -> float:
                 tar.add(tmp, arcname=".")
             files = sorted({t.split(" > ")[0] for t in row["FAIL_TO_PASS"] + row["PASS_TO_PASS"]})
             box = client.containers.run(
-                image, ["sleep", "600"], detach=True, network_mode="none", remove=True,
+                image,
+                ["sleep", "600"],
+                detach=True,
+                network_mode="none",
+                remove=True,
                 user="0:0",
             )
             try:
@@ -56,7 +60,9 @@ def bare_seconds(tasks: Path, image: str, repeat: int) -> float:
                     start = time.monotonic()
                     result = box.exec_run(
                         ["node", "/node_modules/vitest/vitest.mjs", "run", *files],
-                        workdir="/testbed", user="1000:1000", environment={"HOME": "/tmp"},
+                        workdir="/testbed",
+                        user="1000:1000",
+                        environment={"HOME": "/tmp"},
                     )
                     best = min(best, time.monotonic() - start)
                     assert result.exit_code == 0, result.output[-500:]
@@ -80,21 +86,24 @@ def main() -> None:
         walls, steps = [], []
         for i in range(args.repeat):
             start = time.monotonic()
-            outcome = evaluate(tasks, None, f"one-{i}", gold=True, runs_dir=runs, workers=1,
-                               **quiet)
+            outcome = evaluate(
+                tasks, None, f"one-{i}", gold=True, runs_dir=runs, workers=1, **quiet
+            )
             walls.append(time.monotonic() - start)
             assert all(v.status.value == "resolved" for v in outcome.verdicts), "gold resolves"
-            execs = [Execution.model_validate_json(p.read_text())
-                     for p in (runs / f"one-{i}").glob(f"*/*/{EXECUTION_FILE}")]
+            execs = [
+                Execution.model_validate_json(p.read_text())
+                for p in (runs / f"one-{i}").glob(f"*/*/{EXECUTION_FILE}")
+            ]
             steps.append(sum(e.test_duration_s for e in execs))
         image = execs[0].image
         bare = bare_seconds(tasks, image, args.repeat)
         wall = min(walls)
         rows = [
             ("tasks", "3 (gold, vitest 3.2.4, Node 18)"),
-            ("evaluate wall time, 1 worker (best of %d)" % args.repeat, f"{wall:.2f} s"),
+            (f"evaluate wall time, 1 worker (best of {args.repeat})", f"{wall:.2f} s"),
             ("of which the sandboxed test step", f"{min(steps):.2f} s"),
-            ("bare `vitest run` (sum, best of %d)" % args.repeat, f"{bare:.2f} s"),
+            (f"bare `vitest run` (sum, best of {args.repeat})", f"{bare:.2f} s"),
             ("evaluate / bare (goal <= 1.3)", f"{wall / bare:.2f}x"),
             ("fixed overhead per task", f"{(wall - bare) / 3:.2f} s"),
         ]
