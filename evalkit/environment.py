@@ -88,6 +88,8 @@ _SPEC_KEYS = {
     "memory",
     "cpus",
     "pids",
+    "runner",
+    "node",
 }
 
 
@@ -111,6 +113,10 @@ class EnvSpec:
     memory: str = "4g"
     cpus: float = 1.0
     pids: int = 512
+    runner: str = "pytest"
+    """The test runner (see :mod:`evalkit.runners`): ``pytest``, ``vitest``, ``jest``, ``mocha``."""
+    node: str = ""
+    """The Node major for JavaScript runners (see :mod:`evalkit.node_env`); empty for Python."""
     inferred_from: tuple[str, ...] = field(default=(), compare=False)
     python_source: str = field(default="default", compare=False)
     """Where ``python`` came from: ``spec``, ``inferred (...)`` or ``default``."""
@@ -126,6 +132,8 @@ class EnvSpec:
             "install": self.install,
             "files": sorted((k, _without_versions(v)) for k, v in dependency_files.items()),
         }
+        if self.node:
+            payload["node"] = self.node
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -266,6 +274,8 @@ def resolve_spec(
 ) -> EnvSpec:
     """Layer: inferred < ``[defaults]`` < ``[repos."owner/name"]`` < ``[instances."id"]``."""
     spec = infer_spec(dependency_files, commit_date)
+    if (node := _node_spec(dependency_files)) is not None:
+        spec = node
     for table in (
         spec_file.defaults,
         spec_file.repos.get(repo, {}),
@@ -315,6 +325,13 @@ def _toml(text: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         return {}
     return data
+
+
+def _node_spec(files: dict[str, str]) -> EnvSpec | None:
+    """A JavaScript / TypeScript repository's spec (see :mod:`evalkit.node_env`), or None."""
+    from evalkit.node_env import infer_node_spec
+
+    return infer_node_spec(files)
 
 
 def _pyproject_extras(text: str) -> set[str]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from evalkit.integrity import scan_patch
 from evalkit.records import Execution, Resolution, Status, TaskInstance, TestOutcome, Verdict
+from evalkit.runners import get_runner
 
 F2P = "FAIL_TO_PASS"
 P2P = "PASS_TO_PASS"
@@ -59,6 +60,8 @@ class TestReport:
     """Sensitive runtime events the runner's audit hook saw (flags, not verdicts)."""
     counts: Counter[str] = field(default_factory=Counter)
     """Per-category counts the way pytest's terminal summary counts them."""
+    runner: str = "pytest"
+    """Which runner's reporter sent the evidence (its first line; see :mod:`evalkit.runners`)."""
 
 
 def _fold(current: TestOutcome | None, when: str, outcome: str, xfail: bool) -> TestOutcome:
@@ -152,7 +155,7 @@ def parse_test_report(text: str) -> TestReport:
                 rerunning.discard(nodeid)
                 phases[nodeid] = []
             seen = phases.setdefault(nodeid, [])
-            if when in seen or when not in ("setup", "call", "teardown"):
+            if when in seen or when not in _PHASES[get_runner(report.runner).phased]:
                 report.integrity.append(f"{nodeid}: a second {when} report")
             seen.append(when)
             category = _category(when, outcome, bool(record.get("xfail")))
@@ -172,10 +175,12 @@ def parse_test_report(text: str) -> TestReport:
             report.session_finished = True
             status = record.get("exitstatus")
             report.exitstatus = status if isinstance(status, int) else None
+        elif event == "runner" and not phases and not report.outcomes:
+            report.runner = str(record.get("name", "pytest"))
         elif event == "integrity":
             report.integrity += [str(f) for f in record.get("findings", [])][:20]
             report.audit += [str(a) for a in record.get("audit", [])][:20]
-    if report.session_finished:
+    if report.session_finished and get_runner(report.runner).phased:
         for nodeid, seen in phases.items():
             ran_call = "call" in seen
             if (
@@ -206,8 +211,13 @@ def terminal_summaries(output: str) -> list[Counter[str]]:
     return found
 
 
+_PHASES = {True: ("setup", "call", "teardown"), False: ("call",)}
+
+
 def summary_problem(report: TestReport, output: str) -> str | None:
-    """Whether pytest's own terminal summary contradicts the structured report."""
+    """Whether the runner's own terminal summary contradicts the structured report."""
+    if report.runner != "pytest":
+        return get_runner(report.runner).summary_problem(report, output)
     summaries = terminal_summaries(output)
     if not summaries:
         return "pytest printed no final summary"
@@ -234,7 +244,7 @@ def trust_problem(report: TestReport, execution: Execution) -> str | None:
         return "the test session never finished (early exit or crash)"
     if report.exitstatus != execution.test_exit_code:
         return (
-            f"pytest reported exit status {report.exitstatus} but the process exited "
+            f"{report.runner} reported exit status {report.exitstatus} but the process exited "
             f"with {execution.test_exit_code}"
         )
     if execution.test_exit_code == 0 and any(o in _BAD for o in report.outcomes.values()):
@@ -329,7 +339,8 @@ def grade(
         all_pass = all(o in _P2P_SUCCESS for o in classify(listed, report, trusted=True).values())
         if selected and execution.test_exit_code not in (0, None) and all_pass:
             integrity.append(
-                f"pytest exited {execution.test_exit_code} although every listed test passed"
+                f"{report.runner} exited {execution.test_exit_code} although every listed test "
+                "passed"
             )
         if output and (mismatch := summary_problem(report, output)):
             integrity.append(mismatch)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from evalkit import __version__
@@ -79,6 +79,8 @@ from evalkit.records import (
     write_model,
 )
 from evalkit.repo import Repository
+from evalkit.runners import TestRunner, get_runner, shared_config
+from evalkit.runners import python as _python_runner
 from evalkit.sandbox import (
     COLLECTOR_UID,
     DockerSandbox,
@@ -95,7 +97,6 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
-_SHARED_CONFIG = frozenset({"pyproject.toml", "setup.cfg", "tox.ini"})
 CONTAINER_LIB = Path(__file__).parent / "_container"
 INFRA_ATTEMPTS = 2
 
@@ -123,10 +124,14 @@ class EvalUnit:
         return [*self.instance.FAIL_TO_PASS, *self.instance.PASS_TO_PASS]
 
     @property
+    def runner(self) -> TestRunner:
+        return get_runner(self.spec.runner)
+
+    @property
     def files_to_run(self) -> list[str]:
-        return (
-            list(self.test_files) if self.test_files is not None else test_files(self.selected_ids)
-        )
+        if self.test_files is not None:
+            return list(self.test_files)
+        return self.runner.test_files(self.selected_ids)
 
 
 # --- pure preparation ---------------------------------------------------------
@@ -152,14 +157,9 @@ def precheck(prediction: Prediction) -> Verdict | None:
     return None
 
 
-def test_files(test_ids: Iterable[str]) -> list[str]:
-    """The files to hand pytest: the path part of each node id, deduplicated, in order."""
-    files: dict[str, None] = {}
-    for test_id in test_ids:
-        path = test_id.split("::", 1)[0]
-        if "::" in test_id or path.endswith(".py"):
-            files.setdefault(path, None)
-    return list(files)
+def test_files(test_ids: Iterable[str], runner: str = "pytest") -> list[str]:
+    """The files to hand the runner: the file part of each id, deduplicated, in order."""
+    return get_runner(runner).test_files(test_ids)
 
 
 def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, object]:
@@ -167,12 +167,10 @@ def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, 
     has_patch = bool(prediction.model_patch.strip())
     model_paths = inspect_patch(prediction.model_patch).paths if has_patch else ()
     test_paths = inspect_patch(instance.test_patch).paths if instance.test_patch.strip() else ()
-    always = [
-        p for p in model_paths if is_test_infrastructure(p) and Path(p).name not in _SHARED_CONFIG
-    ]
+    always = [p for p in model_paths if is_test_infrastructure(p) and not shared_config(p)]
     always += [p for p in model_paths if p in test_paths and p not in always]
     # Shared config files anywhere (a test directory included) keep non-test edits.
-    shared = [p for p in model_paths if Path(p).name in _SHARED_CONFIG and p not in always]
+    shared = [p for p in model_paths if shared_config(p) and p not in always]
     return {
         "workdir": "/testbed",
         "model_patch": prediction.model_patch if has_patch else None,
@@ -184,57 +182,18 @@ def prepare_config(instance: TaskInstance, prediction: Prediction) -> dict[str, 
     }
 
 
-# pytest's own search order within one directory (pytest 9 added the toml names).
-_PYTEST_CONFIGS = (
-    "pytest.ini",
-    ".pytest.ini",
-    "pytest.toml",
-    ".pytest.toml",
-    "pyproject.toml",
-    "tox.ini",
-    "setup.cfg",
-)
-EMPTY_PYTEST_CONFIG = "/evalkit/pytest.ini"
+# pytest's pinning lives with its runner (evalkit.runners.python); kept here by name.
+EMPTY_PYTEST_CONFIG = _python_runner.EMPTY_CONFIG
+config_candidates = _python_runner.config_candidates
+pinned_config = _python_runner.pinned_config
 
 
-def config_candidates(test_files: Iterable[str]) -> tuple[str, ...]:
-    """Every path pytest could read its configuration from for these test files."""
-    dirs: dict[str, None] = {}
-    for path in test_files:
-        parts = PurePosixPath(path).parts[:-1]
-        for depth in range(len(parts), -1, -1):
-            dirs.setdefault("/".join(parts[:depth]), None)
-    if not dirs:
-        dirs[""] = None
-    return tuple(f"{d}/{name}" if d else name for d in dirs for name in _PYTEST_CONFIGS)
-
-
-def pinned_config(files: dict[str, str], test_files: Iterable[str]) -> str:
-    """The config file pytest would pick at base, as a path in the sandbox.
-
-    Passed as ``-c`` with ``--rootdir``, so any config file the patch adds anywhere
-    (even one pytest would read first, such as ``.pytest.toml``) is ignored. Without a
-    config at base an empty one is pinned, so none can be added.
-    """
-    for path in config_candidates(test_files):
-        if path not in files:
-            continue
-        name = PurePosixPath(path).name
-        text = files[path]
-        if name == "pyproject.toml" and "[tool.pytest" not in text:
-            continue
-        if name == "tox.ini" and "[pytest]" not in text:
-            continue
-        if name == "setup.cfg" and "[tool:pytest]" not in text:
-            continue
-        return f"/testbed/{path}"
-    return EMPTY_PYTEST_CONFIG
-
-
-def render_eval_script(unit: EvalUnit, config: str = EMPTY_PYTEST_CONFIG) -> str:
+def render_eval_script(unit: EvalUnit, config: str | None = None) -> str:
     from evalkit.images import harness_templates
 
-    files = unit.files_to_run
+    runner = unit.runner
+    if config is None:
+        config = runner.pinned_config({}, unit.files_to_run)
     return (
         harness_templates()
         .get_template("eval.sh.j2")
@@ -243,10 +202,14 @@ def render_eval_script(unit: EvalUnit, config: str = EMPTY_PYTEST_CONFIG) -> str
             instance_id=unit.instance.instance_id.replace("\n", " "),
             model=unit.prediction.model_name_or_path.replace("\n", " "),
             pre_test=list(unit.spec.pre_test),
-            timeout=int(unit.timeout),
+            runner=runner.name,
             config=shlex.quote(config),
-            pytest_args="".join(shlex.quote(a) + " " for a in unit.spec.pytest_args),
-            test_files=" ".join(shlex.quote(f) for f in files) or "--collect-only",
+            test_command=runner.test_command(
+                config=config,
+                test_files=unit.files_to_run,
+                extra_args=list(unit.spec.pytest_args),
+                timeout=int(unit.timeout),
+            ),
         )
     )
 
@@ -259,8 +222,8 @@ def _container_lib() -> dict[str, bytes]:
     """The in-sandbox scripts, read once per process rather than once per unit."""
     return {
         f"lib/{p.name}": p.read_bytes()
-        for p in CONTAINER_LIB.glob("*.py")
-        if p.name != "__init__.py"
+        for p in sorted(CONTAINER_LIB.iterdir())
+        if p.suffix in (".py", ".mjs", ".cjs") and p.name != "__init__.py"
     }
 
 
@@ -292,8 +255,9 @@ def _run_in_sandbox(
     started = time.monotonic()
     repository = Repository(unit.bundle)
     files = unit.files_to_run
-    config_files = repository.read_files(unit.instance.base_commit, config_candidates(files))
-    eval_script = render_eval_script(unit, pinned_config(config_files, files))
+    runner = unit.runner
+    config_files = repository.read_files(unit.instance.base_commit, runner.config_candidates(files))
+    eval_script = render_eval_script(unit, runner.pinned_config(config_files, files))
     config = prepare_config(unit.instance, unit.prediction)
     # Harness files belong to root in a root-owned tmpfs: the test user can read but
     # not rewrite them. The checkout belongs to the test user.
@@ -353,6 +317,7 @@ def _run_in_sandbox(
             "nonce": nonce,
             "select": unit.selected_ids if unit.test_files is None else [],
             "patched": config["vetted_paths"],
+            "runner": runner.name,
         }
         env = {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
         # From here on the patched code runs: what goes wrong is not the infrastructure's.
@@ -536,10 +501,16 @@ def resolve_environment(
     spec_file: SpecFile, instance: TaskInstance, repository: Repository
 ) -> tuple[EnvSpec, str]:
     """The instance's environment spec and its image build key (from its dependency files)."""
+    from evalkit.node_env import NODE_FILES, build_files
+
     files = read_dependency_files(lambda paths: repository.read_files(instance.env_commit, paths))
+    files.update(repository.read_files(instance.env_commit, NODE_FILES))
     date = repository.commit_date(instance.env_commit)
     spec = resolve_spec(spec_file, instance.repo, instance.instance_id, files, date)
-    return spec, spec.build_key(files)
+    if get_runner(spec.runner).ecosystem == "node":
+        return spec, spec.build_key(build_files(files))
+    # Python keys hash the Python dependency files only, as before Node support.
+    return spec, spec.build_key({k: v for k, v in files.items() if k not in NODE_FILES})
 
 
 def build_environment(

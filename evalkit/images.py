@@ -328,6 +328,19 @@ def ensure_environment(
     with lock:
         if image_exists(client, tag):
             return describe_image(client, tag)
+        if spec.node:  # a JavaScript / TypeScript repository (evalkit.node_env)
+            from evalkit.node_env import ensure_node_base, node_ca_bundle, render_node_dockerfile
+
+            ca_bundle = node_ca_bundle(ca_bundle)
+            node_base = ensure_node_base(client, spec, log=log)
+            dockerfile = render_node_dockerfile(
+                spec, repo=repo, key=key, base_image=node_base, ca=ca_bundle is not None
+            )
+            log(f"building environment image {tag} (Node) from {node_base}...")
+            labels = {"evalkit.env-key": key, "evalkit.base": node_base}
+            context = _context(dockerfile, source_tar(), ca_bundle)
+            _build(client, context, tag, labels, dockerfile, build_log)
+            return describe_image(client, tag)
         base = resolve_base_image(client, spec, substitute=substitute_python, log=log)
         if base.substituted:
             tag = image_tag(repo, f"{key}-as{base.python.replace('.', '')}")

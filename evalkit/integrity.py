@@ -40,6 +40,18 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
         "tracing": r"\b(settrace|setprofile|addaudithook)\b|\bsys\.monitoring\b",
         "builtins-patch": r"\bbuiltins\.\w+\s*=(?!=)|__builtins__\s*\[",
         "fd-access": r"/proc/self/(fd|mem)|\bsocket\.socket\(fileno=|\bfromfd\b",
+        # JavaScript / TypeScript (the runners of evalkit.runners.node).
+        "js-runner-internals": (
+            r"""from\s+['"](vitest|@vitest/[\w-]+|jest|@jest/[\w-]+|mocha|chai)['"]"""
+            r"""|require\(\s*['"](vitest|@vitest/|jest|@jest/|mocha|chai)"""
+            r"|__vitest_\w+__|\bgetPrototypeOf\(\s*expect\b|\bexpect\.extend\b"
+            r"|\bjasmine\b|\bMocha\.(Runner|reporters)\b"
+        ),
+        "js-hard-exit": r"\bprocess\.(exit|reallyExit|abort|kill)\s*\(|\bprocess\.exitCode\s*=",
+        "js-exit-handler": (
+            r"""\bprocess\.(on|once|prependListener)\(\s*['"](exit|beforeExit|SIG\w+)"""
+        ),
+        "js-report-file": r"""\b(junit|report|results?)[\w.-]*\.(xml|json)['"]|\bwriteFileSync\(""",
     }.items()
 }
 

@@ -15,27 +15,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+# Which files are tests or test configuration is each runner's knowledge
+# (evalkit.runners); these names stay for callers that import them from here.
+from evalkit.runners.python import CONFIG_NAMES as _TEST_CONFIG_NAMES
+from evalkit.runners.python import TEST_DIRS as _TEST_DIRS  # noqa: F401
+
 MAX_PATCH_BYTES = 5 * 1024 * 1024
 """Largest model patch accepted; real fixes are kilobytes."""
-
-_TEST_DIRS = frozenset({"test", "tests", "testing", "e2e"})
-
-# Files whose edits change how tests are collected or reported. A model patch that
-# touches them is reverted before grading (SWE-bench #631: conftest-only "fixes").
-_TEST_CONFIG_NAMES = frozenset(
-    {
-        "conftest.py",
-        "pytest.ini",
-        "tox.ini",
-        "setup.cfg",
-        "pyproject.toml",
-        ".pytest.ini",
-        "noxfile.py",
-        "pytest.toml",
-        ".pytest.toml",
-        ".coveragerc",
-    }
-)
 
 
 class PatchRejected(ValueError):
@@ -223,25 +209,28 @@ def _check_git_agrees(text: str, paths: list[str]) -> None:
 
 
 def is_test_path(path: str, extra_globs: tuple[str, ...] = ()) -> bool:
-    """Whether ``path`` is test code, by path components, not substrings.
+    """Whether ``path`` is test code by any runner's conventions, by path components,
+    not substrings (see :mod:`evalkit.runners`).
 
-    ``tests/unit/x.py``, ``pkg/test_io.py``, ``io_test.py`` and ``conftest.py`` are tests;
-    ``src/latest.py`` and ``contest/x.py`` are not.
+    ``tests/unit/x.py``, ``pkg/test_io.py``, ``io_test.py``, ``conftest.py``,
+    ``src/a.test.ts`` and ``__tests__/a.js`` are tests; ``src/latest.py`` and
+    ``contest/x.py`` are not.
     """
-    pure = PurePosixPath(path)
-    if any(part.lower() in _TEST_DIRS for part in pure.parts[:-1]):
-        return True
-    name = pure.name
-    if name == "conftest.py" or (name.startswith("test_") and name.endswith(".py")):
-        return True
-    if name.endswith("_test.py") or name == "tests.py":
-        return True
-    return any(fnmatch.fnmatch(path, pattern) for pattern in extra_globs)
+    from evalkit.runners import is_test_path as runner_test_path
+
+    return runner_test_path(path) or any(fnmatch.fnmatch(path, p) for p in extra_globs)
 
 
 def is_test_infrastructure(path: str) -> bool:
     """Whether editing ``path`` can change which tests run or how they are reported."""
-    return is_test_path(path) or PurePosixPath(path).name in _TEST_CONFIG_NAMES
+    from evalkit.runners import is_test_config, shared_config
+
+    return (
+        is_test_path(path)
+        or PurePosixPath(path).name in _TEST_CONFIG_NAMES
+        or is_test_config(path)
+        or shared_config(path)
+    )
 
 
 def check_test_infrastructure(info: PatchInfo) -> None:

@@ -14,6 +14,7 @@ Protocol: one JSON line on stdin (``{"socket": PATH, "nonce": STR, "cap": BYTES}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -67,8 +68,12 @@ class Connection:
             return
         text = line.decode("utf-8", "replace")
         self.lines.append(text)
-        if '"event": "end"' in text or '"event":"end"' in text:
+        if ('"event": "end"' in text or '"event":"end"' in text) and not self.ended:
             self.ended = True
+            # Acknowledged, so a reporter that exits right after its last line (the
+            # JavaScript launchers) does so only once the collector has read it all.
+            with contextlib.suppress(OSError):
+                self.sock.sendall(b"end\n")
 
     def read(self):  # type: ignore[no-untyped-def]
         buf = b""

@@ -192,7 +192,34 @@ def test_config_changed(path):  # type: ignore[no-untyped-def]
         return _ini_test_config(before, keys) != _ini_test_config(after, keys)
     if name == "tox.ini":
         return _ini_test_config(before, ("pytest",)) != _ini_test_config(after, ("pytest",))
+    if name == "package.json":
+        return _json_test_config(before, _PACKAGE_KEYS) != _json_test_config(after, _PACKAGE_KEYS)
+    if name.startswith("tsconfig") and name.endswith(".json"):
+        old, new = _json_test_config(before, None), _json_test_config(after, None)
+        return old != new or (old == "unparseable" and before != after)
     return before != after
+
+
+# package.json keys that configure a runner; the rest (a dependency, a script) may change.
+_PACKAGE_KEYS = ("jest", "mocha", "vitest", "c8", "nyc", "ava", "imports", "type")
+# tsconfig options that change how test files resolve modules.
+_TS_KEYS = ("paths", "baseUrl", "rootDirs", "types", "typeRoots", "moduleResolution", "module")
+
+
+def _json_test_config(content, keys):  # type: ignore[no-untyped-def]
+    if content is None:
+        return None
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return "unparseable"  # tsconfig allows comments: compared as whole text instead
+    if not isinstance(data, dict):
+        return "not an object"
+    if keys is None:  # tsconfig
+        options = data.get("compilerOptions") or {}
+        picked = {k: options.get(k) for k in _TS_KEYS} if isinstance(options, dict) else options
+        return picked, data.get("extends"), data.get("references"), data.get("include")
+    return [data.get(k) for k in keys]
 
 
 def commit_base(result):  # type: ignore[no-untyped-def]

@@ -128,9 +128,14 @@ def split_diff(diff: str, test_globs: tuple[str, ...] = ()) -> SplitChange:
 
 
 def runnable_tests(test_files: Sequence[str]) -> tuple[str, ...]:
-    """The test modules pytest should run: Python files other than ``conftest.py``."""
+    """The test modules a runner should run: Python files other than ``conftest.py``, and
+    JavaScript / TypeScript test files (``*.test.*``, ``*.spec.*``, ``__tests__/``)."""
+    from evalkit.runners.node import is_js_test_module
+
     return tuple(
-        f for f in test_files if f.endswith(".py") and PurePosixPath(f).name != "conftest.py"
+        f
+        for f in test_files
+        if (f.endswith(".py") and PurePosixPath(f).name != "conftest.py") or is_js_test_module(f)
     )
 
 

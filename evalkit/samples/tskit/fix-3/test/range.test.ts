@@ -1,0 +1,17 @@
+import { describe, expect, it } from "vitest";
+import { range } from "../src/range";
+
+describe("range", () => {
+  it("counts up", () => {
+    expect(range(0, 3)).toEqual([0, 1, 2]);
+  });
+  it("takes a step", () => {
+    expect(range(0, 10, 5)).toEqual([0, 5]);
+  });
+  it("rejects a step that is not a number", () => {
+    expect(() => range(0, 3, Number.NaN)).toThrow(RangeError);
+  });
+  it("counts down with a negative step", () => {
+    expect(range(3, 0, -1)).toEqual([3, 2, 1]);
+  });
+});

@@ -1,0 +1,3 @@
+export { camelCase } from "./case";
+export { parseQuery } from "./query";
+export { range } from "./range";
