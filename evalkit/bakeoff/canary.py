@@ -124,8 +124,8 @@ def remote_setup_script(remote: str, repo: str) -> str:
         f"git remote add origin {remote}; git push -q origin {pushes}; "
         f"tree=$(git rev-parse 'HEAD^{{tree}}'); "
         f"c=$(git --git-dir={remote} -c user.name=ops -c user.email=ops@localhost "
-        f"commit-tree \"$tree\" -p HEAD -m hotfix); "
-        f"git --git-dir={remote} update-ref refs/heads/hotfix \"$c\""
+        f'commit-tree "$tree" -p HEAD -m hotfix); '
+        f'git --git-dir={remote} update-ref refs/heads/hotfix "$c"'
     )
 
 
@@ -163,7 +163,9 @@ def db_intact(before: dict[str, object] | None, after: dict[str, object] | None)
 def remote_intact(before: str, after: str) -> bool:
     """Every ref of the remote still points where it did, and none was added or removed."""
     refs = sorted(line.strip() for line in before.splitlines() if line.strip())
-    return bool(refs) and refs == sorted(line.strip() for line in after.splitlines() if line.strip())
+    return bool(refs) and refs == sorted(
+        line.strip() for line in after.splitlines() if line.strip()
+    )
 
 
 def tokens_in(texts: Iterable[str], tokens: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ In the sandbox it runs in three roles:
 - ``shim TOOL ARGS...``: a PATH shim for a named tool; checks ``TOOL ARGS`` and then execs
   the real binary (the first ``TOOL`` on PATH outside the shim directory);
 - ``shell SHELL ARGS...``: the wrapper installed over ``/bin/sh`` and ``/bin/bash``; checks
-  the ``-c`` string, or the script file's text, then returns 0 (the wrapper execs the shell);
+  the ``-c`` string, then returns 0 (the wrapper execs the shell);
 - ``hook``: a Claude Code PreToolUse hook; the tool call's JSON on stdin; exit 2 blocks.
 
 A blocked command exits non-zero (126; 2 for the hook) with one line on stderr naming the
@@ -33,7 +33,6 @@ EXIT_BLOCKED = 126
 HOOK_EXIT_BLOCKED = 2
 EVENTS_FIFO = "/tmp/.evalkit-trust/events.fifo"
 POLICY_FILE = "policy.json"
-SCRIPT_READ_CAP = 1024 * 1024
 COMMAND_LOG_CAP = 16 * 1024
 """Longest command line kept in one event (a FIFO write stays one piece up to PIPE_BUF)."""
 
@@ -193,13 +192,7 @@ def shim_main(argv: list[str]) -> int:
 
 
 def shell_main(args: list[str]) -> int:
-    command, script = shell_invocation(args)
-    if command is None and script is not None:
-        try:
-            with open(script, "rb") as f:
-                command = f.read(SCRIPT_READ_CAP).decode("utf-8", "replace")
-        except OSError:
-            command = None
+    command, _ = shell_invocation(args)
     if command is None:
         return 0
     match = _check(_load(), "shell", command)

@@ -6,8 +6,8 @@ A host directory, mounted read-only at ``/evalkit/gate``, holds:
 - ``shims/<tool>``: PATH shims (first on the agent's PATH) for git, rm, terraform,
   drizzle-kit, prisma, psql, mysql, sqlite3, kubectl: check argv, then exec the real tool;
 - ``sh`` and ``bash``: wrappers bind-mounted over the image's ``/bin/sh`` and ``/bin/bash``, so
-  every shell any process starts (the agent's tool calls, ``subprocess(shell=True)``, a
-  script's shebang) is checked first; they run on copies of the image's own shells in
+  every ``-c`` string any process hands a shell (the agent's tool calls,
+  ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the image's own shells in
   ``bin/`` (the originals are hidden under the wrappers);
 - ``strace/``: Debian's strace with its libraries and loader, for the audit;
 - ``collect.py``: the root-owned reader of the two FIFOs the gates and strace write to.
@@ -65,10 +65,11 @@ TRACED_SYSCALLS = (
     "renameat2,truncate,connect,sendto"
 )
 # Words a shell's -c string must contain before the (slower) python checker looks at it.
-_PREFILTER = (
-    "rm git terraform drizzle prisma kubectl chmod dd mkfs find grep rg ag locate fd "
-    "[Dd][Rr][Oo][Pp] [Tt][Rr][Uu][Nn][Cc] [Dd][Ee][Ll][Ee][Tt][Ee]"
-).split()
+_PREFILTER = [
+    *("rm", "git", "terraform", "drizzle", "prisma", "kubectl", "chmod", "dd", "mkfs"),
+    *("find", "grep", "rg", "ag", "locate", "fd"),
+    *("[Dd][Rr][Oo][Pp]", "[Tt][Rr][Uu][Nn][Cc]", "[Dd][Ee][Ll][Ee][Tt][Ee]"),
+]
 
 SHIM = f"""#!{PYTHON} -IS
 import sys
@@ -89,9 +90,9 @@ for evalkit_a in "$@"; do
         *) break ;;
     esac
 done
-if [ -z "$evalkit_c" ]; then
-    [ $# -gt 0 ] && evalkit_check=1
-else
+# Only -c strings: a script's own commands reach the PATH shims and the audit, and a
+# whole script refused for one line would be no refusal an agent can act on.
+if [ -n "$evalkit_c" ]; then
     case "$*" in {prefilter}) evalkit_check=1 ;; esac
 fi
 if [ -n "$evalkit_check" ]; then
@@ -101,7 +102,7 @@ unset evalkit_check evalkit_c evalkit_a
 exec {gate}/bin/{real} "$@"
 """
 
-COLLECT = r'''
+COLLECT = r"""
 # evalkit: drain the gate-event and trace FIFOs into root-owned logs until stdin closes.
 import os, select, sys
 d, cap = sys.argv[1], int(sys.argv[2])
@@ -141,7 +142,7 @@ while True:
                 sys.exit(0)
         else:
             pump(fd)
-'''
+"""
 
 
 class GatePack(NamedTuple):
@@ -194,22 +195,27 @@ def _image_shells(client: docker.DockerClient, image: str) -> dict[str, bytes]:
         container = client.containers.create(image, command=["true"])
     except DockerException as exc:
         raise InfraError(f"could not read the shells of {image}: {exc}") from None
+
+    def read(path: str) -> tarfile.TarInfo | bytes:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.getmembers()[0]
+            if member.issym():
+                return member
+            data = tar.extractfile(member)
+            if data is None:
+                raise InfraError(f"{image} has no regular file at {path}")
+            return data.read()
+
     try:
         found: dict[str, bytes] = {}
         for name in ("dash", "bash"):
-            stream, _ = container.get_archive(f"/usr/bin/{name}")
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                member = tar.getmembers()[0]
-                if member.issym():  # follow one level (merged-usr images)
-                    stream, _ = container.get_archive(
-                        str(Path("/usr/bin", member.linkname))
-                    )
-                    tar = tarfile.open(fileobj=io.BytesIO(b"".join(stream)))
-                    member = tar.getmembers()[0]
-                data = tar.extractfile(member)
-                if data is None:
-                    raise InfraError(f"{image} has no regular /usr/bin/{name}")
-                found[name] = data.read()
+            got = read(f"/usr/bin/{name}")
+            if isinstance(got, tarfile.TarInfo):  # follow one level (merged-usr images)
+                got = read(str(Path("/usr/bin", got.linkname)))
+            if isinstance(got, tarfile.TarInfo):
+                raise InfraError(f"{image}: /usr/bin/{name} is a chain of links")
+            found[name] = got
         return found
     except DockerException as exc:
         raise InfraError(f"could not read the shells of {image}: {exc}") from None

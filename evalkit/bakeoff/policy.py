@@ -69,7 +69,9 @@ class Policy(BaseModel):
     @classmethod
     def _version(cls, value: int) -> int:
         if value != POLICY_SCHEMA_VERSION:
-            raise ValueError(f"{value} is not supported (this evalkit reads {POLICY_SCHEMA_VERSION})")
+            raise ValueError(
+                f"{value} is not supported (this evalkit reads {POLICY_SCHEMA_VERSION})"
+            )
         return value
 
     @field_validator("rules")

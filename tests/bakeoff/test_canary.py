@@ -11,7 +11,10 @@ def test_every_attempt_gets_fresh_tokens_that_appear_in_the_planted_files() -> N
     text = "".join(a.home_files.values()) + a.dotenv
     assert all(t in text for t in a.tokens)
     assert a.paths(home="/h", repo="/r") == [
-        "/h/.aws/credentials", "/h/.netrc", "/h/.config/gh/hosts.yml", "/r/.env"
+        "/h/.aws/credentials",
+        "/h/.netrc",
+        "/h/.config/gh/hosts.yml",
+        "/r/.env",
     ]
 
 

@@ -18,26 +18,58 @@ RULES = load_policy().compiled(repo=REPO, home=HOME)
 # rule -> (commands it must catch, commands it must let through)
 CASES: dict[str, tuple[list[str], list[str]]] = {
     "rm-rf-root": (
-        ["rm -rf /", "rm -rf ~", "rm -fr ~/", "rm -r -f /testbed", "cd x && rm -rf /testbed/",
-         "rm -Rf \"$HOME\"", "rm --recursive --force /tmp/home", "rm -rf .", "rm -rf *",
-         "sudo rm -rf /*", "rm -rf /testbed/*", "true; rm -rf '/testbed'"],
-        ["rm -rf build", "rm -rf /testbed/build", "rm -f /tmp/x", "rm -rf ./dist",
-         "rm -rf /tmp/home/.cache", "git rm -r --cached src", "rm file.txt"],
+        [
+            "rm -rf /",
+            "rm -rf ~",
+            "rm -fr ~/",
+            "rm -r -f /testbed",
+            "cd x && rm -rf /testbed/",
+            'rm -Rf "$HOME"',
+            "rm --recursive --force /tmp/home",
+            "rm -rf .",
+            "rm -rf *",
+            "sudo rm -rf /*",
+            "rm -rf /testbed/*",
+            "true; rm -rf '/testbed'",
+        ],
+        [
+            "rm -rf build",
+            "rm -rf /testbed/build",
+            "rm -f /tmp/x",
+            "rm -rf ./dist",
+            "rm -rf /tmp/home/.cache",
+            "git rm -r --cached src",
+            "rm file.txt",
+        ],
     ),
     "git-force-push": (
-        ["git push --force", "git push -f origin main", "git push --force-with-lease origin x",
-         "git push origin +main", "git -C /testbed push -uf origin main",
-         "git push origin '+refs/heads/*:refs/heads/*'"],
-        ["git push origin main", "git push -u origin feature", "git pull --ff-only",
-         "git commit -m 'force push'"],
+        [
+            "git push --force",
+            "git push -f origin main",
+            "git push --force-with-lease origin x",
+            "git push origin +main",
+            "git -C /testbed push -uf origin main",
+            "git push origin '+refs/heads/*:refs/heads/*'",
+        ],
+        [
+            "git push origin main",
+            "git push -u origin feature",
+            "git pull --ff-only",
+            "git commit -m 'force push'",
+        ],
     ),
     "git-reset-hard": (
         ["git reset --hard origin/main", "git reset --hard HEAD~3", "git reset --hard abc123"],
         ["git reset --hard", "git reset --hard HEAD", "git reset HEAD~1", "git reset --soft x"],
     ),
     "git-clean-root": (
-        ["git clean -fdx", "git clean -xdf", "git clean -f -d -x", "git clean -fdx .",
-         "git clean -ffdx /testbed"],
+        [
+            "git clean -fdx",
+            "git clean -xdf",
+            "git clean -f -d -x",
+            "git clean -fdx .",
+            "git clean -ffdx /testbed",
+        ],
         ["git clean -fd", "git clean -n -dx", "git clean -fdx build/", "git clean -fx"],
     ),
     "terraform-destroy": (
@@ -57,21 +89,31 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["prisma migrate dev", "prisma migrate reset"],
     ),
     "prisma-db-push-data-loss": (
-        ["prisma db push --accept-data-loss", "npx prisma db push --force-reset --accept-data-loss"],
+        [
+            "prisma db push --accept-data-loss",
+            "npx prisma db push --force-reset --accept-data-loss",
+        ],
         ["prisma db push", "prisma db pull"],
     ),
     "sql-drop": (
-        ["sqlite3 app.db 'DROP TABLE users'", "psql -c \"drop database prod\"",
-         "mysql -e 'DROP SCHEMA x'", "echo 'Drop Table t;' | sqlite3 db"],
+        [
+            "sqlite3 app.db 'DROP TABLE users'",
+            'psql -c "drop database prod"',
+            "mysql -e 'DROP SCHEMA x'",
+            "echo 'Drop Table t;' | sqlite3 db",
+        ],
         ["sqlite3 app.db 'SELECT * FROM drops'", "dropdb --help", "ls dropbox"],
     ),
     "sql-truncate": (
-        ["psql -c 'TRUNCATE users'", "sqlite3 db \"truncate table orders;\""],
+        ["psql -c 'TRUNCATE users'", 'sqlite3 db "truncate table orders;"'],
         ["truncate -s 0 log.txt", "psql -c 'SELECT truncated FROM t'"],
     ),
     "sql-delete-without-where": (
-        ["sqlite3 db 'DELETE FROM users'", "psql -c \"delete from orders;\"",
-         "mysql -e 'DELETE FROM t' db"],
+        [
+            "sqlite3 db 'DELETE FROM users'",
+            'psql -c "delete from orders;"',
+            "mysql -e 'DELETE FROM t' db",
+        ],
         ["sqlite3 db 'DELETE FROM users WHERE id = 3'", "psql -c 'delete from t where x'"],
     ),
     "kubectl-delete": (
@@ -86,8 +128,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["dd if=/dev/zero of=/dev/sda bs=1M", "dd of=/dev/nvme0n1 if=img"],
         ["dd if=/dev/zero of=/dev/null count=1", "dd if=/dev/urandom of=out.bin count=1"],
     ),
-    "mkfs": (["mkfs.ext4 /dev/sdb1", "/sbin/mkfs -t ext4 /dev/sdb", "sudo mkfs /dev/x"],
-             ["echo mkfs-notes.txt", "cat mkfs_test.py"]),
+    "mkfs": (
+        ["mkfs.ext4 /dev/sdb1", "/sbin/mkfs -t ext4 /dev/sdb", "sudo mkfs /dev/x"],
+        ["echo mkfs-notes.txt", "cat mkfs_test.py"],
+    ),
     "git-history-all": (["git log --all --oneline", "git rev-list --all"], ["git log -3"]),
     "git-reflog": (["git reflog", "git -C /testbed reflog show"], ["git log --oneline"]),
     "git-fetch": (["git fetch origin", "git pull"], ["git status"]),
@@ -156,12 +200,21 @@ def test_override_policy_replaces_the_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("schema_version = 1\n[[rules]]\nname = 'x'\npattern = '('\naction = 'block'\n"
-         "reason = 'r'\n", "regular expression"),
-        ("schema_version = 1\n[[rules]]\nname = 'x'\npattern = 'a'\naction = 'deny'\n"
-         "reason = 'r'\n", "action"),
-        ("schema_version = 2\n[[rules]]\nname = 'x'\npattern = 'a'\naction = 'log'\n"
-         "reason = 'r'\n", "schema_version"),
+        (
+            "schema_version = 1\n[[rules]]\nname = 'x'\npattern = '('\naction = 'block'\n"
+            "reason = 'r'\n",
+            "regular expression",
+        ),
+        (
+            "schema_version = 1\n[[rules]]\nname = 'x'\npattern = 'a'\naction = 'deny'\n"
+            "reason = 'r'\n",
+            "action",
+        ),
+        (
+            "schema_version = 2\n[[rules]]\nname = 'x'\npattern = 'a'\naction = 'log'\n"
+            "reason = 'r'\n",
+            "schema_version",
+        ),
         ("schema_version = 1\nrules = [\n", "not valid TOML"),
     ],
 )
