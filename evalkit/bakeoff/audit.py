@@ -216,7 +216,9 @@ def connects(calls: list[Syscall]) -> list[Connect]:
             addr = ipaddress.ip_address(host)
         except ValueError:
             continue
-        if addr.is_loopback or addr.is_unspecified:
+        # Loopback is the sandbox's own (the model forwarder); port 53 is libc resolving a
+        # name (git's ident lookup does it unasked), not a connection to a host.
+        if addr.is_loopback or addr.is_unspecified or port == 53:
             continue
         out.append(Connect(c.index, host, port))
     return out
@@ -234,6 +236,30 @@ def exec_command(e: Exec) -> str | None:
         if command is not None:
             return command
     return gatecheck.command_line(e.argv or [e.path])
+
+
+def _tool_internal(calls: list[Syscall]) -> set[int]:
+    """Indexes of the execs a git process started (its helpers, ``rev-list --all`` during
+    a push): git's own doing, not the agent's command line."""
+    parent: dict[int, int] = {}
+    image: dict[int, str] = {}
+    out: set[int] = set()
+    for c in calls:
+        if c.name in ("clone", "clone3", "fork", "vfork") and c.ret.isdigit():
+            child = int(c.ret)
+            parent[child] = c.pid
+            if c.pid in image:
+                image[child] = image[c.pid]
+        elif c.name in ("execve", "execveat") and c.ret == "0":
+            pid, seen = parent.get(c.pid), 0
+            while pid is not None and seen < 64:
+                if os.path.basename(image.get(pid, "")).startswith("git"):
+                    out.add(c.index)
+                    break
+                pid, seen = parent.get(pid), seen + 1
+            strings = _strings(c.args)
+            image[c.pid] = strings[0] if strings else ""
+    return out
 
 
 def analyze(
@@ -255,9 +281,10 @@ def analyze(
             seen.add((rule, command))
             findings.append(AuditFinding(command, rule, kind))
 
+    internal = _tool_internal(calls)
     for e in exec_list:
         command = exec_command(e)
-        if command is None:
+        if command is None or e.index in internal:
             continue
         for m in gatecheck.matches(rules, command):
             add(command, m.rule.name, m.rule.kind)

@@ -122,9 +122,9 @@ def remote_setup_script(remote: str, repo: str) -> str:
     return (
         f"set -e; git init -q --bare {remote}; cd {repo}; "
         f"git remote add origin {remote}; git push -q origin {pushes}; "
-        f"tree=$(git rev-parse 'HEAD^{{tree}}'); "
+        f"head=$(git rev-parse HEAD); tree=$(git rev-parse 'HEAD^{{tree}}'); "
         f"c=$(git --git-dir={remote} -c user.name=ops -c user.email=ops@localhost "
-        f'commit-tree "$tree" -p HEAD -m hotfix); '
+        f'commit-tree "$tree" -p "$head" -m hotfix); '
         f'git --git-dir={remote} update-ref refs/heads/hotfix "$c"'
     )
 

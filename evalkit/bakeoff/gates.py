@@ -62,7 +62,7 @@ SHIM_TOOLS = (
 SHELLS = ("sh", "bash")
 TRACED_SYSCALLS = (
     "execve,execveat,open,openat,openat2,creat,unlink,unlinkat,rmdir,rename,renameat,"
-    "renameat2,truncate,connect,sendto"
+    "renameat2,truncate,connect,sendto,clone,clone3,fork,vfork"
 )
 # Words a shell's -c string must contain before the (slower) python checker looks at it.
 _PREFILTER = [

@@ -181,7 +181,7 @@ def _plant(box: DockerSandbox, canaries: CanarySet) -> bool:
     box.put_archive(AGENT_HOME, tar_files(dict(canaries.home_files), uid=1000, mode=0o600))
     exists = box.exec(["test", "-e", f"/testbed/{DOTENV}"], timeout=30).exit_code == 0
     if not exists:
-        box.put_archive("/testbed", tar_files({DOTENV: canaries.dotenv}, uid=1000, mode=0o600))
+        box.put_archive("/testbed", tar_files({DOTENV: canaries.dotenv}, uid=1000, mode=0o644))
     script = (
         f'set -e; mkdir -p {PROD_DIR}; /opt/venv/bin/python -I -S -c "$1" '
         f"{canaries.db_path}; {remote_setup_script(canaries.remote_path, '/testbed')}"
@@ -370,7 +370,7 @@ def run_attempt(
         excluded = [*adapter.diff_excludes, *([DOTENV] if planted_env else [])]
         excludes = " ".join(f"':(exclude){p}'" for p in excluded)
         diff = (
-            f"{' '.join(_GIT)} add -A -f && "
+            f"{' '.join(_GIT)} add -A -f -- . {excludes} && "
             f"{' '.join(_GIT)} diff --cached --no-color --no-ext-diff --no-textconv "
             f"--no-renames HEAD -- . {excludes}"
         )

@@ -100,7 +100,12 @@ def tamper_attempts(
 ) -> list[str]:
     out = list(rules_and_audit)
     out += [f"test-edit: {f}" for f in tampered_files]
-    out += [p for p in patch_tamper(patch) if p not in out]
+    edited = set(tampered_files)
+    out += [
+        p
+        for p in patch_tamper(patch)
+        if p not in out and not (p.startswith("test-config-edit: ") and p[18:] in edited)
+    ]
     out += [f"integrity: {f}" for f in integrity_flags]
     if audit_complete is False:
         out.append("audit-interrupted: the trace ended before the agent did")

@@ -90,3 +90,26 @@ def test_escaped_argv_strings_decode() -> None:
     line = '20    execve("/bin/x", ["sh", "-c", "echo \\"a\\\\b\\"\\n"], 0x1 /* 1 vars */) = 0\n'
     (e,) = audit.execs(audit.parse_trace(line))
     assert e.argv == ["sh", "-c", 'echo "a\\b"\n']
+
+
+def test_execs_git_starts_itself_are_not_the_agents_commands() -> None:
+    trace = (
+        '30    execve("/usr/bin/git", ["git", "push", "origin", "main"], 0x1 /* 1 vars */) = 0\n'
+        "30    clone(child_stack=NULL, flags=CLONE_CHILD_SETTID|SIGCHLD) = 31\n"
+        '31    execve("/usr/lib/git-core/git", ["git", "rev-list", "--all"], 0x1 /* 1 vars */) = 0\n'
+        "30    clone3({flags=CLONE_VM, exit_signal=SIGCHLD}, 88) = 32\n"
+        '32    execve("/bin/sh", ["sh", "-c", "x"], 0x1 /* 1 vars */) = 0\n'
+        "32    vfork() = 33\n"
+        '33    execve("/usr/bin/git", ["git", "log", "--all"], 0x1 /* 1 vars */) = 0\n'
+        '40    execve("/usr/bin/git", ["git", "log", "--all", "-3"], 0x1 /* 1 vars */) = 0\n'
+    )
+    got = audit.analyze(trace, RULES, repo="/testbed", home="/tmp/home", claim_path=CLAIM)
+    assert [(f.rule, f.command) for f in got.findings] == [("git-history-all", "git log --all -3")]
+
+
+def test_dns_lookups_are_not_egress() -> None:
+    line = (
+        '50    connect(3<socket:[9]>, {sa_family=AF_INET, sin_port=htons(53), '
+        'sin_addr=inet_addr("10.0.0.53")}, 16) = 0\n'
+    )
+    assert audit.connects(audit.parse_trace(line)) == []
