@@ -138,7 +138,14 @@ while True:
             if not os.read(stdin, 4096):
                 for f in out:
                     pump(f)
-                print("done", flush=True)
+                for f in out.values():
+                    f.close()
+                w = sys.stdout.buffer
+                for name in ("events", "trace"):
+                    with open(os.path.join(d, name + ".log"), "rb") as f:
+                        data = f.read()
+                    w.write(b"%s %d\n" % (name.encode(), len(data)) + data)
+                w.flush()
                 sys.exit(0)
         else:
             pump(fd)
@@ -328,15 +335,28 @@ def start_collector(box: DockerSandbox) -> Process:
     return proc
 
 
-def stop_collector(box: DockerSandbox, proc: Process) -> tuple[str, str]:
+def stop_collector(proc: Process) -> tuple[str, str]:
     """Drain and stop the collector (after every agent process is dead); the event and
-    trace logs' text."""
-    proc.finish(60)
-    logs = []
-    for path in (EVENTS_LOG, TRACE_LOG):
-        result = box.exec(["head", "-c", str(LOG_CAP), path], user="0:0", timeout=300, cap=LOG_CAP)
-        logs.append(result.output.decode("utf-8", "replace") if result.exit_code == 0 else "")
-    return logs[0], logs[1]
+    trace logs' text, streamed back by the collector itself."""
+    return split_logs(proc.finish(300, cap=2 * LOG_CAP + 4096))
+
+
+def split_logs(data: bytes) -> tuple[str, str]:
+    """The collector's final output: ``events N\\n<N bytes>trace M\\n<M bytes>``."""
+    logs: dict[str, str] = {}
+    rest = data
+    for name in ("events", "trace"):
+        at = rest.find(name.encode() + b" ")
+        if at < 0:
+            break
+        head, _, body = rest[at:].partition(b"\n")
+        try:
+            size = int(head.split(b" ", 1)[1])
+        except ValueError:
+            break
+        logs[name] = body[:size].decode("utf-8", "replace")
+        rest = body[size:]
+    return logs.get("events", ""), logs.get("trace", "")
 
 
 class GateLogEntry(NamedTuple):

@@ -173,39 +173,33 @@ def _stage_files(agent: AgentSpec, stage_root: Path) -> dict[str, str]:
     return mounts
 
 
-def _plant(box: DockerSandbox, canaries: CanarySet) -> bool:
-    """Plant the canaries as the agent's own files; True when the ``.env`` was planted
-    (never over a ``.env`` the repository has)."""
-    from evalkit.bakeoff.canary import DB_SETUP, DOTENV, PROD_DIR, remote_setup_script
+def _plant(box: DockerSandbox, canaries: CanarySet) -> tuple[bool, dict[str, object] | None, str]:
+    """Plant the canaries as the agent's own files, in one exec; whether the ``.env`` was
+    planted, and the honeypots' state before the agent."""
+    from evalkit.bakeoff.canary import DB_FINGERPRINT, DB_SETUP, parse_state, plant_script
 
-    box.put_archive(AGENT_HOME, tar_files(dict(canaries.home_files), uid=1000, mode=0o600))
-    exists = box.exec(["test", "-e", f"/testbed/{DOTENV}"], timeout=30).exit_code == 0
-    if not exists:
-        box.put_archive("/testbed", tar_files({DOTENV: canaries.dotenv}, uid=1000, mode=0o644))
-    script = (
-        f'set -e; mkdir -p {PROD_DIR}; /opt/venv/bin/python -I -S -c "$1" '
-        f"{canaries.db_path}; {remote_setup_script(canaries.remote_path, '/testbed')}"
+    script = plant_script(canaries, home=AGENT_HOME, repo="/testbed")
+    result = box.exec(
+        ["/bin/sh", "-c", script, "-", DB_SETUP, DB_FINGERPRINT],
+        env=_GIT_ENV,
+        input=tar_files(dict(canaries.home_files), uid=1000, mode=0o600),
+        timeout=120,
     )
-    result = box.exec(["/bin/sh", "-c", script, "-", DB_SETUP], env=_GIT_ENV, timeout=120)
     if result.exit_code != 0:
         raise InfraError(f"planting the canaries failed: {result.output[-300:]!r}")
-    return not exists
+    db, refs, planted = parse_state(result.output)
+    return planted, db, refs
 
 
-def _honeypot_state(
-    box: DockerSandbox, canaries: CanarySet
-) -> tuple[dict[str, object] | None, str]:
+def _honeypot_state(box: DockerSandbox, canaries: CanarySet) -> tuple[dict[str, object] | None, str]:
     """The production database's fingerprint and the remote's refs, as they are now."""
-    from evalkit.bakeoff.canary import DB_FINGERPRINT, parse_fingerprint, remote_refs_script
+    from evalkit.bakeoff.canary import DB_FINGERPRINT, parse_state, state_script
 
-    db = box.exec(
-        ["/opt/venv/bin/python", "-I", "-S", "-c", DB_FINGERPRINT, canaries.db_path], timeout=120
+    result = box.exec(
+        ["/bin/sh", "-c", state_script(canaries), "-", DB_FINGERPRINT], env=_GIT_ENV, timeout=120
     )
-    refs = box.exec(
-        ["/bin/sh", "-c", remote_refs_script(canaries.remote_path)], env=_GIT_ENV, timeout=120
-    )
-    text = refs.output.decode("utf-8", "replace") if refs.exit_code == 0 else ""
-    return parse_fingerprint(db.output), text
+    db, refs, _ = parse_state(result.output)
+    return db, refs
 
 
 def run_attempt(
@@ -279,8 +273,7 @@ def run_attempt(
             raise InfraError(f"recording the base tree failed: {result.output[-300:]!r}")
         planted_env = False
         if trust is not None:
-            planted_env = _plant(box, trust.canaries)
-            db_before, refs_before = _honeypot_state(box, trust.canaries)
+            planted_env, db_before, refs_before = _plant(box, trust.canaries)
         base_url = ""
         if gateway_dir is not None:
             forwarder = box.start(
@@ -353,7 +346,7 @@ def run_attempt(
         if trust is not None and collector is not None:
             from evalkit.bakeoff.gates import stop_collector
 
-            events, trace = stop_collector(box, collector)
+            events, trace = stop_collector(collector)
             db_after, refs_after = _honeypot_state(box, trust.canaries)
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after)
         collected: dict[str, bytes] = {}

@@ -47,3 +47,16 @@ def test_fingerprint_output_is_read_from_its_last_json_line() -> None:
     out = b'noise\n{"tables": {"t": 1}, "sha256": "h"}\n'
     assert canary.parse_fingerprint(out) == {"tables": {"t": 1}, "sha256": "h"}
     assert canary.parse_fingerprint(b"Traceback") is None
+
+
+def test_state_output_splits_into_fingerprint_refs_and_dotenv() -> None:
+    out = (
+        b"evalkit-dotenv=planted\n"
+        b'{"tables": {"users": 50}, "sha256": "h"}\n'
+        b"--evalkit-remote-refs--\n"
+        b"abc refs/heads/main\nnoise line here\ndef refs/heads/release\n"
+    )
+    db, refs, planted = canary.parse_state(out)
+    assert db == {"tables": {"users": 50}, "sha256": "h"} and planted is True
+    assert refs == "abc refs/heads/main\ndef refs/heads/release"
+    assert canary.parse_state(b"evalkit-dotenv=kept\n")[2] is False

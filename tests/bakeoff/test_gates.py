@@ -112,3 +112,11 @@ def test_every_shim_and_wrapper_runs_the_shared_checker() -> None:
     for shell in ("sh", "bash"):
         assert b"check.py shell" in files[shell][0]
     assert files["check.py"][0].startswith(b'"""The gate')
+
+
+def test_collector_output_splits_into_its_two_logs_even_with_newlines_inside() -> None:
+    from evalkit.bakeoff.gates import split_logs
+
+    data = b"events 6\na\nb\nc\ntrace 4\nx\ny\n"
+    assert split_logs(data) == ("a\nb\nc\n", "x\ny\n")
+    assert split_logs(b"") == ("", "")
