@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--agents", default="oracle,claude-code")
     args = ap.parse_args()
     agents = args.agents.split(",")
-    os.environ.setdefault(KEY_ENV, "bench")
+    os.environ.setdefault(KEY_ENV, "evalkit-bench-" + os.urandom(8).hex())
     timings: dict[tuple[str, bool], list[float]] = {}
     original = runner_module.run_attempt
 

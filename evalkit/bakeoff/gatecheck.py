@@ -6,8 +6,8 @@ the same matching code, so the sandbox and the audit cannot disagree on what a r
 
 In the sandbox it runs in three roles:
 
-- ``shim TOOL ARGS...``: a PATH shim for a named tool; checks ``TOOL ARGS`` and then execs
-  the real binary (the first ``TOOL`` on PATH outside the shim directory);
+- ``shim-check TOOL ARGS...``: from a PATH shim of a named tool (a shell script that then
+  execs the real binary, the first ``TOOL`` on PATH outside the shim directory);
 - ``shell SHELL ARGS...``: the wrapper installed over ``/bin/sh`` and ``/bin/bash``; checks
   the ``-c`` string, then returns 0 (the wrapper execs the shell);
 - ``hook``: a Claude Code PreToolUse hook; the tool call's JSON on stdin; exit 2 blocks.
@@ -166,29 +166,14 @@ def _check(rules: list[Rule], layer: str, command: str) -> Match | None:
     return match
 
 
-def _real_binary(tool: str, shim_dir: str) -> str | None:
-    for d in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
-        if not d or os.path.abspath(d) == shim_dir:
-            continue
-        cand = os.path.join(d, tool)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def shim_main(argv: list[str]) -> int:
-    tool = os.path.basename(argv[0])
-    shim_dir = os.path.dirname(os.path.abspath(argv[0]))
-    match = _check(_load(), "shim", command_line([tool, *argv[1:]]))
+def shim_check(argv: list[str]) -> int:
+    """``TOOL ARGS...`` as a PATH shim saw them: 0 to run it, EXIT_BLOCKED (reason on
+    stderr) to refuse; the shim script execs the real tool."""
+    match = _check(_load(), "shim", command_line(argv))
     if match is not None and match.blocked:
         print(refusal(match), file=sys.stderr)
         return EXIT_BLOCKED
-    real = _real_binary(tool, shim_dir)
-    if real is None:
-        print(f"{tool}: command not found", file=sys.stderr)
-        return 127
-    os.execv(real, [tool, *argv[1:]])
-    return 127  # pragma: no cover
+    return 0
 
 
 def shell_main(args: list[str]) -> int:
@@ -220,13 +205,13 @@ def hook_main() -> int:
 
 def main(argv: list[str]) -> int:
     role = argv[1] if len(argv) > 1 else ""
-    if role == "shim":
-        return shim_main(argv[2:])
+    if role == "shim-check":
+        return shim_check(argv[2:])
     if role == "shell":
         return shell_main(argv[3:])
     if role == "hook":
         return hook_main()
-    print("usage: check.py shim TOOL ARGS... | shell SHELL ARGS... | hook", file=sys.stderr)
+    print("usage: check.py shim-check TOOL ARGS... | shell SHELL ARGS... | hook", file=sys.stderr)
     return 2
 
 

@@ -66,17 +66,49 @@ TRACED_SYSCALLS = (
 )
 # Words a shell's -c string must contain before the (slower) python checker looks at it.
 _PREFILTER = [
-    *("rm", "git", "terraform", "drizzle", "prisma", "kubectl", "chmod", "dd", "mkfs"),
-    *("find", "grep", "rg", "ag", "locate", "fd"),
+    *("rm ", "git ", "terraform", "drizzle", "prisma", "kubectl", "chmod ", "dd ", "mkfs"),
+    *("find ", "grep ", "rg ", "ag ", "locate ", "fd "),
     *("[Dd][Rr][Oo][Pp]", "[Tt][Rr][Uu][Nn][Cc]", "[Dd][Ee][Ll][Ee][Tt][Ee]"),
 ]
 
-SHIM = f"""#!{PYTHON} -IS
-import sys
-sys.path.insert(0, {GATE_MOUNT!r})
-import check
-sys.exit(check.shim_main(sys.argv))
+# A shim is a tiny shell script: argv that cannot match any default rule for the tool
+# (``git status``, ``rm file``) skips the python checker; the rest asks it. Then the real
+# tool (first on PATH outside the shims) is exec'd.
+SHIM = """#!{gate}/bin/dash
+# evalkit PATH shim for {tool}: check, then run the real {tool}.
+case " $* " in
+    {prefilter}) {python} -IS {checker} shim-check {tool} "$@" || exit $? ;;
+esac
+evalkit_ifs=$IFS
+IFS=:
+for evalkit_d in $PATH; do
+    [ "$evalkit_d" = {shims} ] && continue
+    if [ -f "$evalkit_d/{tool}" ] && [ -x "$evalkit_d/{tool}" ]; then
+        IFS=$evalkit_ifs
+        exec "$evalkit_d/{tool}" "$@"
+    fi
+done
+echo "{tool}: command not found" >&2
+exit 127
 """
+# Words in a tool's argv that some default rule needs; "*" = always ask the checker.
+_SHIM_PREFILTER = {
+    "git": "|".join(
+        f'*" {w} "*'
+        for w in (
+            "push",
+            "reset",
+            "clean",
+            "log",
+            "rev-list",
+            "show-branch",
+            "reflog",
+            "fetch",
+            "pull",
+        )
+    ),
+    "rm": '*" -"*[rR]*',  # any option word holding r/R (-rf, -fR, --recursive)
+}
 
 WRAPPER = """#!{gate}/bin/dash
 # evalkit shell gate over /bin/{name}: check, then run the image's own {name}.
@@ -239,8 +271,17 @@ def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int
         "collect.py": (COLLECT.encode(), 0o644),
     }
     for tool in SHIM_TOOLS:
-        files[f"shims/{tool}"] = (SHIM.encode(), 0o755)
-    prefilter = "|".join(f"*{w}*" for w in _PREFILTER)
+        pre = _SHIM_PREFILTER.get(tool, "*")
+        shim = SHIM.format(
+            gate=GATE_MOUNT,
+            tool=tool,
+            prefilter=pre,
+            python=PYTHON,
+            checker=CHECKER,
+            shims=SHIM_DIR,
+        )
+        files[f"shims/{tool}"] = (shim.encode(), 0o755)
+    prefilter = "|".join(f'*"{w}"*' if " " in w else f"*{w}*" for w in _PREFILTER)
     for name, real in (("sh", "dash"), ("bash", "bash")):
         text = WRAPPER.format(
             gate=GATE_MOUNT,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from evalkit.bakeoff.adapters import Adapter, AgentContext, Claim, get_adapter, read_claim_file
 from evalkit.bakeoff.config import (
@@ -200,6 +200,16 @@ def _honeypot_state(box: DockerSandbox, canaries: CanarySet) -> tuple[dict[str, 
     )
     db, refs, _ = parse_state(result.output)
     return db, refs
+
+
+def _requests_text(channel: Any) -> list[str]:
+    """Every request the attempt sent, for the canary scan; when the transcript cannot be
+    read as records, its raw text (responses too: a superset, never a miss)."""
+    try:
+        return list(channel.requests_text())
+    except UsageError:
+        path = Path(channel.transcript)
+        return [path.read_text(errors="replace")] if path.exists() else []
 
 
 def run_attempt(
@@ -599,7 +609,7 @@ class BakeoffRunner:
             finally:
                 if channel is not None:
                     usage = channel.close()
-                    requests = list(channel.requests_text())
+                    requests = _requests_text(channel)
         record = record.model_copy(update={"tries": tries})
         if usage is not None:
             record = record.model_copy(

@@ -108,7 +108,7 @@ def test_every_shim_and_wrapper_runs_the_shared_checker() -> None:
     )
     for p in shims:
         content, mode = files[p]
-        assert b"check.shim_main" in content and mode == 0o755
+        assert b"check.py shim-check" in content and mode == 0o755
     for shell in ("sh", "bash"):
         assert b"check.py shell" in files[shell][0]
     assert files["check.py"][0].startswith(b'"""The gate')
@@ -120,3 +120,27 @@ def test_collector_output_splits_into_its_two_logs_even_with_newlines_inside() -
     data = b"events 6\na\nb\nc\ntrace 4\nx\ny\n"
     assert split_logs(data) == ("a\nb\nc\n", "x\ny\n")
     assert split_logs(b"") == ("", "")
+
+
+def test_shim_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
+    # Generic attack on the fast path: every caught form of every rule for git and rm must
+    # reach the checker. The shim's own case statement runs under the host's POSIX sh.
+    import shlex
+    import subprocess
+
+    from evalkit.bakeoff import gatecheck
+    from tests.bakeoff.test_policy import CASES, RULES
+
+    files = pack_files(load_policy().resolved(repo="/testbed", home="/tmp/home"))
+    for tool in ("git", "rm"):
+        text = files[f"shims/{tool}"][0].decode()
+        case = next(line for line in text.splitlines() if line.strip().endswith(";;"))
+        pattern = case.strip().split(") ", 1)[0]
+        probe = f'case " $* " in {pattern}) echo hit ;; esac'
+        for caught, _ in CASES.values():
+            for command in caught:
+                argv = shlex.split(command)
+                if argv[0] != tool or gatecheck.decide(RULES, command) is None:
+                    continue
+                out = subprocess.run(["sh", "-c", probe, "-", *argv[1:]], capture_output=True)
+                assert out.stdout == b"hit\n", (tool, command)
