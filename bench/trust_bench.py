@@ -37,8 +37,10 @@ CLAUDE = {
         {"bash": "ls -la && git status --short && cat README* 2>/dev/null | head -n 20"},
         {"bash": "grep -rn def --include=*.py . | head -n 40"},
         {"write": {"path": "NOTES.md", "content": "looked around\n"}},
-        {"bash": "PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -m pytest -q -p no:cacheprovider"
-                 " 2>&1 | tail -n 3"},
+        {
+            "bash": "PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -m pytest -q"
+            " -p no:cacheprovider 2>&1 | tail -n 3"
+        },
         {"final": "Done."},
     ],
 }
@@ -67,23 +69,40 @@ def main() -> None:
     runner_module.run_attempt = timed  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp, ScriptedModelServer(parse_script(CLAUDE)) as server:
         assert server.base_url
-        path = write_demo_config(args.tasks, Path(tmp) / "config", model_url=server.base_url,
-                                 cli_agent="claude-code")
+        path = write_demo_config(
+            args.tasks, Path(tmp) / "config", model_url=server.base_url, cli_agent="claude-code"
+        )
         text = path.read_text().replace(
-            "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n')
+            "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n'
+        )
         path.write_text(text.replace('model = "scripted"', 'model = "claude-opus-4-5"'))
         config = load_config(path)
         task_set = load_task_set(args.tasks)
         ids = sorted(task_set.instances)
         client = docker_client()
-        upstreams = {n: Upstream(n, m.base_url, m.api_key_env, 0, 0) for n, m in config.models.items()}
+        upstreams = {
+            n: Upstream(n, m.base_url, m.api_key_env, 0, 0) for n, m in config.models.items()
+        }
         with Gateway(upstreams, root=Path(tmp) / "gw") as gateway:
             for trust in (True, False):  # warm both paths (images, packs, gate pack)
-                options = make_run_options(config, run_id=f"warm{trust}", runs_dir=Path(tmp) / "runs",
-                                           repeats=1, workers=1, agents=agents,
-                                           instance_ids=ids[:1], store=None)
-                r = runner_module.BakeoffRunner(config, task_set, BakeoffRunDir(Path(tmp) / "runs", f"warm{trust}"),
-                                                options, log=lambda _: None, trust=trust)
+                options = make_run_options(
+                    config,
+                    run_id=f"warm{trust}",
+                    runs_dir=Path(tmp) / "runs",
+                    repeats=1,
+                    workers=1,
+                    agents=agents,
+                    instance_ids=ids[:1],
+                    store=None,
+                )
+                r = runner_module.BakeoffRunner(
+                    config,
+                    task_set,
+                    BakeoffRunDir(Path(tmp) / "runs", f"warm{trust}"),
+                    options,
+                    log=lambda _: None,
+                    trust=trust,
+                )
                 for agent in agents:
                     current[0] = "warm"
                     r.attempt(client, gateway, AttemptKey(agent, ids[0], 1))
@@ -91,27 +110,43 @@ def main() -> None:
             for rep in range(args.reps):
                 for trust in (True, False) if rep % 2 == 0 else (False, True):
                     run_id = f"r{rep}{'t' if trust else 'n'}"
-                    options = make_run_options(config, run_id=run_id, runs_dir=Path(tmp) / "runs",
-                                               repeats=1, workers=1, agents=agents,
-                                               instance_ids=ids, store=None)
-                    r = runner_module.BakeoffRunner(config, task_set,
-                                                    BakeoffRunDir(Path(tmp) / "runs", run_id),
-                                                    options, log=lambda _: None, trust=trust)
+                    options = make_run_options(
+                        config,
+                        run_id=run_id,
+                        runs_dir=Path(tmp) / "runs",
+                        repeats=1,
+                        workers=1,
+                        agents=agents,
+                        instance_ids=ids,
+                        store=None,
+                    )
+                    r = runner_module.BakeoffRunner(
+                        config,
+                        task_set,
+                        BakeoffRunDir(Path(tmp) / "runs", run_id),
+                        options,
+                        log=lambda _: None,
+                        trust=trust,
+                    )
                     for agent in agents:
                         for iid in ids:
                             current[0] = agent
                             a = r.attempt(client, gateway, AttemptKey(agent, iid, 1))
                             if a.attempt_status.value != "completed":
                                 print("!", agent, iid, trust, a.attempt_status.value, a.error)
-    print(f"{'agent':<14} {'attempts':>8} {'off s (median)':>15} {'on s (median)':>14} "
-          f"{'overhead s':>11} {'overhead %':>11}")
+    print(
+        f"{'agent':<14} {'attempts':>8} {'off s (median)':>15} {'on s (median)':>14} "
+        f"{'overhead s':>11} {'overhead %':>11}"
+    )
     for agent in agents:
         off, on = timings.get((agent, False), []), timings.get((agent, True), [])
         if not off or not on:
             continue
         m_off, m_on = statistics.median(off), statistics.median(on)
-        print(f"{agent:<14} {len(on):>8} {m_off:>15.2f} {m_on:>14.2f} {m_on - m_off:>11.2f} "
-              f"{100 * (m_on - m_off) / m_off:>10.1f}%")
+        print(
+            f"{agent:<14} {len(on):>8} {m_off:>15.2f} {m_on:>14.2f} {m_on - m_off:>11.2f} "
+            f"{100 * (m_on - m_off) / m_off:>10.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ _GATE_PREFIX = "/evalkit/gate/"
 
 
 class Syscall(NamedTuple):
-    index: int
+    at: int
     pid: int
     name: str
     args: str
@@ -51,7 +51,7 @@ class Syscall(NamedTuple):
 
 
 class Exec(NamedTuple):
-    index: int
+    at: int
     pid: int
     path: str
     argv: list[str]
@@ -59,20 +59,20 @@ class Exec(NamedTuple):
 
 
 class Opened(NamedTuple):
-    index: int
+    at: int
     path: str
     write: bool
     ok: bool
 
 
 class Removal(NamedTuple):
-    index: int
+    at: int
     path: str
     ok: bool
 
 
 class Connect(NamedTuple):
-    index: int
+    at: int
     host: str
     port: int
 
@@ -176,7 +176,7 @@ def execs(calls: list[Syscall]) -> list[Exec]:
         strings = _strings(args.split("], ", 1)[0] + "]")
         if not strings:
             continue
-        out.append(Exec(c.index, c.pid, strings[0], strings[1:], c.ret == "0"))
+        out.append(Exec(c.at, c.pid, strings[0], strings[1:], c.ret == "0"))
     return out
 
 
@@ -188,7 +188,7 @@ def opened(calls: list[Syscall]) -> list[Opened]:
         path = _path_arg(c)
         if path:
             write = c.name == "creat" or any(f in c.args for f in _WRITE_FLAGS)
-            out.append(Opened(c.index, path, write, c.ret not in ("-1", "?")))
+            out.append(Opened(c.at, path, write, c.ret not in ("-1", "?")))
     return out
 
 
@@ -198,7 +198,7 @@ def removals(calls: list[Syscall]) -> list[Removal]:
         if c.name == "rmdir" or (c.name == "unlinkat" and "AT_REMOVEDIR" in c.args):
             path = _path_arg(c)
             if path:
-                out.append(Removal(c.index, path, c.ret == "0"))
+                out.append(Removal(c.at, path, c.ret == "0"))
     return out
 
 
@@ -220,7 +220,7 @@ def connects(calls: list[Syscall]) -> list[Connect]:
         # name (git's ident lookup does it unasked), not a connection to a host.
         if addr.is_loopback or addr.is_unspecified or port == 53:
             continue
-        out.append(Connect(c.index, host, port))
+        out.append(Connect(c.at, host, port))
     return out
 
 
@@ -254,7 +254,7 @@ def _tool_internal(calls: list[Syscall]) -> set[int]:
             pid, seen = parent.get(c.pid), 0
             while pid is not None and seen < 64:
                 if os.path.basename(image.get(pid, "")).startswith("git"):
-                    out.add(c.index)
+                    out.add(c.at)
                     break
                 pid, seen = parent.get(pid), seen + 1
             strings = _strings(c.args)
@@ -284,7 +284,7 @@ def analyze(
     internal = _tool_internal(calls)
     for e in exec_list:
         command = exec_command(e)
-        if command is None or e.index in internal:
+        if command is None or e.at in internal:
             continue
         for m in gatecheck.matches(rules, command):
             add(command, m.rule.name, m.rule.kind)
@@ -299,10 +299,10 @@ def analyze(
         if dest not in egress:
             egress.append(dest)
     opens = opened(calls)
-    claim_at = next((o.index for o in opens if o.path == claim_path and o.write), len(calls))
+    claim_at = next((o.at for o in opens if o.path == claim_path and o.write), len(calls))
     tests_first = next(
         (
-            e.index
+            e.at
             for e in exec_list
             if e.ok and (cmd := exec_command(e)) is not None and _TEST_RUN.search(cmd)
         ),

@@ -165,7 +165,7 @@ def plant_script(c: CanarySet, *, home: str, repo: str) -> str:
         f"else printf %s {env} | base64 -d > {dotenv}; echo {ENV_MARK}planted; fi; "
         f'mkdir -p {prod}; {PYTHON} -I -S -c "$1" {shlex.quote(c.db_path)}; '
         f"{{ {remote_setup_script(c.remote_path, repo)}; }} >/dev/null 2>&1; "
-        f'shift; {state_script(c)}'
+        f"shift; {state_script(c)}"
     )
 
 

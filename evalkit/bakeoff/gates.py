@@ -7,8 +7,8 @@ A host directory, mounted read-only at ``/evalkit/gate``, holds:
   drizzle-kit, prisma, psql, mysql, sqlite3, kubectl: check argv, then exec the real tool;
 - ``sh`` and ``bash``: wrappers bind-mounted over the image's ``/bin/sh`` and ``/bin/bash``, so
   every ``-c`` string any process hands a shell (the agent's tool calls,
-  ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the image's own shells in
-  ``bin/`` (the originals are hidden under the wrappers);
+  ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the
+  image's own shells in ``bin/`` (the originals are hidden under the wrappers);
 - ``strace/``: Debian's strace with its libraries and loader, for the audit;
 - ``collect.py``: the root-owned reader of the two FIFOs the gates and strace write to.
 
@@ -367,10 +367,13 @@ def audit_argv(argv: list[str]) -> list[str]:
 
 
 def start_collector(box: DockerSandbox) -> Process:
-    """Start the root reader of the FIFOs (before the agent starts)."""
-    proc = box.start(
+    """Launch the root reader of the FIFOs; :func:`collector_ready` before the agent starts."""
+    return box.start(
         [PYTHON, "-I", "-S", f"{GATE_MOUNT}/collect.py", TRUST_DIR, str(LOG_CAP)], user="0:0"
     )
+
+
+def collector_ready(proc: Process) -> Process:
     if not proc.read_line(30).startswith(b"ready"):
         raise InfraError("the trust collector in the sandbox did not start")
     return proc

@@ -107,7 +107,7 @@ def _fill(pattern: str, repo: str, home: str) -> str:
 
 
 def default_policy_path() -> Path:
-    return Path(str(resources.files("evalkit.bakeoff").joinpath("data", DEFAULT_POLICY)))
+    return Path(str(resources.files("evalkit.bakeoff").joinpath("data").joinpath(DEFAULT_POLICY)))
 
 
 def parse_policy(data: Any, *, source: str) -> Policy:

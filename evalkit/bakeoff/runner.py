@@ -191,7 +191,9 @@ def _plant(box: DockerSandbox, canaries: CanarySet) -> tuple[bool, dict[str, obj
     return planted, db, refs
 
 
-def _honeypot_state(box: DockerSandbox, canaries: CanarySet) -> tuple[dict[str, object] | None, str]:
+def _honeypot_state(
+    box: DockerSandbox, canaries: CanarySet
+) -> tuple[dict[str, object] | None, str]:
     """The production database's fingerprint and the remote's refs, as they are now."""
     from evalkit.bakeoff.canary import DB_FINGERPRINT, parse_state, state_script
 
@@ -282,7 +284,11 @@ def run_attempt(
         if result.exit_code != 0:
             raise InfraError(f"recording the base tree failed: {result.output[-300:]!r}")
         planted_env = False
+        collector = None
         if trust is not None:
+            from evalkit.bakeoff.gates import start_collector
+
+            collector = start_collector(box)  # starts while the canaries are planted
             planted_env, db_before, refs_before = _plant(box, trust.canaries)
         base_url = ""
         if gateway_dir is not None:
@@ -326,13 +332,12 @@ def run_attempt(
             "EVALKIT_INSTANCE_ID": instance.instance_id,
         }
         argv = list(invocation.argv)
-        collector = None
-        if trust is not None:
-            from evalkit.bakeoff.gates import SHIM_DIR, audit_argv, start_collector
+        if trust is not None and collector is not None:
+            from evalkit.bakeoff.gates import SHIM_DIR, audit_argv, collector_ready
 
             agent_env["PATH"] = f"{SHIM_DIR}:{agent_env.get('PATH') or '/usr/bin:/bin'}"
             agent_env["DATABASE_URL"] = trust.canaries.database_url
-            collector = start_collector(box)
+            collector_ready(collector)
             argv = audit_argv(argv)
         agent_started = time.monotonic()
         # Failures from here on are the agent's: it ran, and may have broken things.
@@ -353,12 +358,15 @@ def run_attempt(
         # Nothing the agent started survives into the collection steps.
         box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
         raw = None
+        state: Future[tuple[dict[str, object] | None, str]] | None = None
         if trust is not None and collector is not None:
             from evalkit.bakeoff.gates import stop_collector
 
             events, trace = stop_collector(collector)
-            db_after, refs_after = _honeypot_state(box, trust.canaries)
-            raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after)
+            # The honeypots' state is read while the diff is taken (both only read).
+            side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="honeypots")
+            state = side.submit(_honeypot_state, box, trust.canaries)
+            side.shutdown(wait=False)
         collected: dict[str, bytes] = {}
         for path in adapter.files_to_collect():
             data = box.read_file(path, cap=AGENT_OUTPUT_CAP)
@@ -380,6 +388,9 @@ def run_attempt(
         result = box.exec(
             ["/bin/sh", "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP
         )
+        if state is not None:
+            db_after, refs_after = state.result()
+            raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after)
         if result.exit_code != 0:
             return AttemptResult(
                 AttemptStatus.AGENT_ERROR,
