@@ -67,6 +67,31 @@ def main() -> None:
 
     current = [""]
     runner_module.run_attempt = timed  # type: ignore[assignment]
+    parts: dict[str, list[float]] = {}
+    durations: dict[tuple[str, bool], list[float]] = {}
+
+    def part(module: Any, name: str) -> None:
+        fn = getattr(module, name)
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return fn(*a, **kw)
+            finally:
+                if current[0] != "warm":
+                    parts.setdefault(name, []).append(time.monotonic() - start)
+
+        setattr(module, name, wrapped)
+
+    from evalkit.bakeoff import gates
+
+    for module, name in (
+        (runner_module, "_plant"),
+        (runner_module, "_honeypot_state"),
+        (gates, "collector_ready"),
+        (gates, "stop_collector"),
+    ):
+        part(module, name)
     with tempfile.TemporaryDirectory() as tmp, ScriptedModelServer(parse_script(CLAUDE)) as server:
         assert server.base_url
         path = write_demo_config(
@@ -132,21 +157,30 @@ def main() -> None:
                         for iid in ids:
                             current[0] = agent
                             a = r.attempt(client, gateway, AttemptKey(agent, iid, 1))
+                            durations.setdefault((agent, trust), []).append(a.duration_s)
                             if a.attempt_status.value != "completed":
                                 print("!", agent, iid, trust, a.attempt_status.value, a.error)
     print(
-        f"{'agent':<14} {'attempts':>8} {'off s (median)':>15} {'on s (median)':>14} "
-        f"{'overhead s':>11} {'overhead %':>11}"
+        f"{'agent':<12} {'n':>3} {'sandbox off':>12} {'sandbox on':>11} {'overhead':>9} "
+        f"{'min off':>8} {'min on':>7} {'agent off':>10} {'agent on':>9}"
     )
     for agent in agents:
         off, on = timings.get((agent, False), []), timings.get((agent, True), [])
         if not off or not on:
             continue
         m_off, m_on = statistics.median(off), statistics.median(on)
+        d_off = statistics.median(durations[(agent, False)])
+        d_on = statistics.median(durations[(agent, True)])
         print(
-            f"{agent:<14} {len(on):>8} {m_off:>15.2f} {m_on:>14.2f} {m_on - m_off:>11.2f} "
-            f"{100 * (m_on - m_off) / m_off:>10.1f}%"
+            f"{agent:<12} {len(on):>3} {m_off:>11.2f}s {m_on:>10.2f}s "
+            f"{100 * (m_on - m_off) / m_off:>8.0f}% {min(off):>7.2f}s {min(on):>6.2f}s "
+            f"{d_off:>9.2f}s {d_on:>8.2f}s"
         )
+    print(
+        "fixed per-attempt steps (median s): "
+        + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in parts.items())
+    )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":
