@@ -7,6 +7,12 @@ mounts of the agent pack and of the gateway's per-attempt socket directory. The 
 way out is the forwarder on the container's loopback to that socket; the gateway on
 the host holds the real key, meters and budgets every call.
 
+Every attempt is also gated, audited and baited (issue #9, :mod:`evalkit.bakeoff.gates`,
+:mod:`evalkit.bakeoff.audit`, :mod:`evalkit.bakeoff.canary`): the gate pack's shell
+wrappers, PATH shims and agent hooks refuse what the policy blocks, the agent runs under
+strace, canaries and honeypots are planted before it starts and checked after it stops,
+and :mod:`evalkit.bakeoff.trust` turns all of it into the record's trust facts.
+
 After the agent exits (or its deadline passes) every process of the agent user is
 killed, then the prediction is taken as a diff against base computed with a git
 directory the agent could never write (so nothing it put in ``.git`` runs or hides a
