@@ -31,6 +31,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             "sudo rm -rf /*",
             "rm -rf /testbed/*",
             "true; rm -rf '/testbed'",
+            "/bin/rm -rf /",
         ],
         [
             "rm -rf build",
