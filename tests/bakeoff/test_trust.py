@@ -291,3 +291,43 @@ def test_going_around_the_gates_is_still_counted_by_the_audit(
     attempted = {(e.rule, e.layer, e.command) for e in d.destructive_attempted}
     assert ("rm-rf-root", "audit", "/usr/bin/rm -rf /testbed") in attempted
     assert ("rm-rf-root", "audit", "rmdir /testbed") in attempted
+
+
+def test_real_codex_is_refused_by_the_shell_gate_and_told_why(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    with ScriptedModelServer(parse_script(CLAUDE_SCRIPT)) as server:
+        assert server.base_url
+        path = write_demo_config(
+            mini_tasks.root, tmp_path / "config", model_url=server.base_url, cli_agent=None
+        )
+        os.environ.setdefault(KEY_ENV, "scripted-key")
+        text = path.read_text().replace(
+            "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n'
+        )
+        text += (
+            '\n[[agents]]\nname = "codex"\nadapter = "codex"\nversion = "0.169.0"\n'
+            'upstream = "scripted"\nmodel = "gpt-5.5"\n'
+        )
+        path.write_text(text)
+        config = load_config(path)
+        options = make_run_options(
+            config,
+            run_id="cx",
+            runs_dir=tmp_path / "runs",
+            repeats=1,
+            workers=1,
+            agents=["codex"],
+            instance_ids=["acme__calc-1"],
+            store=None,
+        )
+        run = BakeoffRunDir(tmp_path / "runs", "cx")
+        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+        bodies = [r.body.decode("utf-8", "replace") for r in server.model_calls()]
+    (a,) = read_attempts(run.attempts)
+    assert a.attempt_status.value == "completed", (a.error, run.resolve(a.agent_log).read_text())
+    # Codex's own hooks are not wired (see docs/bakeoff.md); its `bash -lc` meets the wrapper.
+    assert [(e.rule, e.layer) for e in a.destructive_blocked] == [("git-force-push", "shell")]
+    assert a.remote_intact is True
+    refusal = "evalkit gate: blocked by policy rule 'git-force-push'"
+    assert any(refusal in b for b in bodies[1:]), bodies[-1][-2000:]
