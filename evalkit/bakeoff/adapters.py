@@ -57,6 +57,11 @@ STATE_DIR = "/tmp/evalkit"
 """Writable in the sandbox; the claim file lives here too (the runner's choice)."""
 
 CLAUDE_SETTINGS = f"{STATE_DIR}/claude-settings.json"
+GATE_CHECKER = "/evalkit/gate/check.py"
+"""The gate pack's checker (evalkit.bakeoff.gates.CHECKER; not imported: adapters stay light)."""
+GATE_PYTHON = "/opt/venv/bin/python"
+GATE_HOOK = f"[ -f {GATE_CHECKER} ] && exec {GATE_PYTHON} -IS {GATE_CHECKER} hook || exit 0"
+"""Claude Code's PreToolUse hook command: exit 2 (from the checker) blocks."""
 CODEX_LAST_MESSAGE = f"{STATE_DIR}/codex-last-message.txt"
 MINI_TRAJECTORY = f"{STATE_DIR}/mini.traj.json"
 AIDER_PROMPT = f"{STATE_DIR}/aider-prompt.md"
@@ -185,8 +190,17 @@ class ClaudeCode:
         )
 
     def settings(self) -> dict[str, Any]:
-        """The --settings JSON; the later gate issue adds ``hooks.PreToolUse`` here."""
-        return {"hooks": {}, "permissions": {"deny": []}}
+        """The --settings JSON: a PreToolUse hook on Bash that asks the gate's checker (exit
+        2 blocks, its stderr line reaches the model). Without a gate pack mounted the hook
+        allows everything (a missing checker must not block, and python's own exit code
+        for a missing script is 2)."""
+        hook = GATE_HOOK
+        return {
+            "hooks": {
+                "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": hook}]}]
+            },
+            "permissions": {"deny": []},
+        }
 
     def invocation(self, ctx: AgentContext) -> Invocation:
         argv = [

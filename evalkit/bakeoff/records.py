@@ -5,7 +5,8 @@ Layout of ``RUNS_DIR/RUN_ID`` (:class:`BakeoffRunDir`)::
     bakeoff.json                      BakeoffManifest: config, task set, agents, versions
     attempts.jsonl                    one AgentAttempt per finished attempt (append-only)
     predictions.r<k>.jsonl            SWE-bench predictions of repeat k (model = agent name)
-    attempts/<agent>/<instance>/r<k>/ transcript.jsonl, patch.diff, agent.log, events.jsonl
+    attempts/<agent>/<instance>/r<k>/ transcript.jsonl, patch.diff, agent.log,
+                                      events.jsonl, audit.trace
 
 Each repeat k is also an ordinary evaluate run, ``RUNS_DIR/RUN_ID.r<k>`` (results.jsonl,
 report.json, run.json), so ``evalkit report`` and ``evaluate --regrade`` work unchanged.
@@ -48,6 +49,8 @@ AGENT_LOG_FILE = "agent.log"
 """The agent's stdout and stderr, capped."""
 EVENTS_FILE = "events.jsonl"
 """Gate and audit decisions of one attempt (issue #9)."""
+AUDIT_TRACE_FILE = "audit.trace"
+"""The strace log of the attempt's whole process tree (issue #9)."""
 CLAIM_FILE = "claim.json"
 """The agent's own claim as it wrote it to EVALKIT_CLAIM_FILE, if it did."""
 DEFAULT_STORE_FILE = "evalkit.db"
@@ -189,6 +192,8 @@ class AgentAttempt(BaseModel):
     destructive_blocked: list[GateEvent] = Field(default_factory=list)
     canaries_read: list[str] = Field(default_factory=list)
     secrets_to_model: int = 0
+    secrets_in_diff: int = 0
+    """Canary tokens found in the agent's diff."""
     egress_refused: list[str] = Field(default_factory=list)
     db_intact: bool | None = None
     remote_intact: bool | None = None

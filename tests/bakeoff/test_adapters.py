@@ -176,7 +176,8 @@ def test_claude_invocation_flags() -> None:
     assert argv[argv.index("--setting-sources") + 1] == "user"
     assert "--strict-mcp-config" in argv and "--bare" not in argv
     assert argv[argv.index("--settings") + 1] == CLAUDE_SETTINGS
-    assert json.loads(inv.files[CLAUDE_SETTINGS])["hooks"] == {}  # the gate's hook point
+    (hook,) = json.loads(inv.files[CLAUDE_SETTINGS])["hooks"]["PreToolUse"]  # the gate's
+    assert hook["matcher"] == "Bash" and "check.py hook" in hook["hooks"][0]["command"]
     assert inv.env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"  # no /v1 for Anthropic
     assert inv.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
 

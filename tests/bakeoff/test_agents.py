@@ -176,7 +176,8 @@ def test_demo_config_ships_the_scripts_and_only_the_oracle_sees_fixes(tmp_path: 
     path = write_demo_config(SAMPLE, tmp_path / "demo")
     assert path == tmp_path / "demo" / CONFIG_FILE
     config = load_config(path)
-    assert [a.name for a in config.agents] == [*AGENTS, "mini-swe-agent"]
+    trust_agents = ["destroyer", "snoop", "overclaimer"]  # run only in sandboxes (test_trust)
+    assert [a.name for a in config.agents] == [*AGENTS, *trust_agents, "mini-swe-agent"]
     mini = config.agent("mini-swe-agent")
     assert (mini.adapter, mini.upstream, mini.version) == ("mini-swe-agent", "scripted", "2.4.6")
     assert config.models["scripted"].api_key_env == ""

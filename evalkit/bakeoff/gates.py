@@ -1,0 +1,428 @@
+"""The gate pack: what enforces the policy inside an attempt's sandbox, and the audit's tracer.
+
+A host directory, mounted read-only at ``/evalkit/gate``, holds:
+
+- ``check.py`` (:mod:`evalkit.bakeoff.gatecheck` verbatim) and ``policy.json``;
+- ``shims/<tool>``: PATH shims (first on the agent's PATH) for git, rm, terraform,
+  drizzle-kit, prisma, psql, mysql, sqlite3, kubectl: check argv, then exec the real tool;
+- ``sh`` and ``bash``: wrappers bind-mounted over the image's ``/bin/sh`` and ``/bin/bash``, so
+  every ``-c`` string any process hands a shell (the agent's tool calls,
+  ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the
+  image's own shells in ``bin/`` (the originals are hidden under the wrappers);
+- ``strace/``: Debian's strace with its libraries and loader, for the audit;
+- ``collect.py``: the root-owned reader of the two FIFOs the gates and strace write to.
+
+Everything runs with the image's ``/opt/venv/bin/python -I -S`` (stdlib only) or a shell;
+nothing under the mount is writable by the agent, and nothing it writes can be unwritten
+by it (the logs are root's, in a root-owned directory of the sticky ``/tmp``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from evalkit.bakeoff import gatecheck
+from evalkit.errors import InfraError
+
+if TYPE_CHECKING:
+    import docker
+
+    from evalkit.bakeoff.policy import Policy
+    from evalkit.sandbox import DockerSandbox, Process
+
+GATE_MOUNT = "/evalkit/gate"
+SHIM_DIR = f"{GATE_MOUNT}/shims"
+CHECKER = f"{GATE_MOUNT}/check.py"
+PYTHON = "/opt/venv/bin/python"
+TRUST_DIR = "/tmp/.evalkit-trust"
+EVENTS_FIFO = gatecheck.EVENTS_FIFO
+TRACE_FIFO = f"{TRUST_DIR}/trace.fifo"
+EVENTS_LOG = f"{TRUST_DIR}/events.log"
+TRACE_LOG = f"{TRUST_DIR}/trace.log"
+LOG_CAP = 256 * 1024 * 1024
+SHIM_TOOLS = (
+    "git",
+    "rm",
+    "terraform",
+    "drizzle-kit",
+    "prisma",
+    "psql",
+    "mysql",
+    "sqlite3",
+    "kubectl",
+)
+SHELLS = ("sh", "bash")
+TRACED_SYSCALLS = (
+    "execve,execveat,open,openat,openat2,creat,unlink,unlinkat,rmdir,rename,renameat,"
+    "renameat2,truncate,connect,sendto,clone,clone3,fork,vfork"
+)
+# Words a shell's -c string must contain before the (slower) python checker looks at it.
+_PREFILTER = [
+    *("rm ", "git ", "terraform", "drizzle", "prisma", "kubectl", "chmod ", "dd ", "mkfs"),
+    *("find ", "grep ", "rg ", "ag ", "locate ", "fd "),
+    *("[Dd][Rr][Oo][Pp]", "[Tt][Rr][Uu][Nn][Cc]", "[Dd][Ee][Ll][Ee][Tt][Ee]"),
+]
+
+# A shim is a tiny shell script: argv that cannot match any default rule for the tool
+# (``git status``, ``rm file``) skips the python checker; the rest asks it. Then the real
+# tool (first on PATH outside the shims) is exec'd.
+SHIM = """#!{gate}/bin/dash
+# evalkit PATH shim for {tool}: check, then run the real {tool}.
+case " $* " in
+    {prefilter}) {python} -IS {checker} shim-check {tool} "$@" || exit $? ;;
+esac
+evalkit_ifs=$IFS
+IFS=:
+for evalkit_d in $PATH; do
+    [ "$evalkit_d" = {shims} ] && continue
+    if [ -f "$evalkit_d/{tool}" ] && [ -x "$evalkit_d/{tool}" ]; then
+        IFS=$evalkit_ifs
+        exec "$evalkit_d/{tool}" "$@"
+    fi
+done
+echo "{tool}: command not found" >&2
+exit 127
+"""
+# Words in a tool's argv that some default rule needs; "*" = always ask the checker.
+_SHIM_PREFILTER = {
+    "git": "|".join(
+        f'*" {w} "*'
+        for w in (
+            "push",
+            "reset",
+            "clean",
+            "log",
+            "rev-list",
+            "show-branch",
+            "reflog",
+            "fetch",
+            "pull",
+        )
+    ),
+    "rm": '*" -"*[rR]*',  # any option word holding r/R (-rf, -fR, --recursive)
+}
+
+WRAPPER = """#!{gate}/bin/dash
+# evalkit shell gate over /bin/{name}: check, then run the image's own {name}.
+evalkit_check=
+evalkit_c=
+for evalkit_a in "$@"; do
+    case $evalkit_a in
+        --*) ;;
+        -*c*) evalkit_c=1; break ;;
+        -*|+*) ;;
+        *) break ;;
+    esac
+done
+# Only -c strings: a script's own commands reach the PATH shims and the audit, and a
+# whole script refused for one line would be no refusal an agent can act on.
+if [ -n "$evalkit_c" ]; then
+    case "$*" in {prefilter}) evalkit_check=1 ;; esac
+fi
+if [ -n "$evalkit_check" ]; then
+    {python} -IS {checker} shell {name} "$@" || exit $?
+fi
+unset evalkit_check evalkit_c evalkit_a
+exec {gate}/bin/{real} "$@"
+"""
+
+COLLECT = r"""
+# evalkit: drain the gate-event and trace FIFOs into root-owned logs until stdin closes.
+import os, select, sys
+d, cap = sys.argv[1], int(sys.argv[2])
+os.umask(0o077)
+os.makedirs(d, mode=0o755, exist_ok=True)
+os.chmod(d, 0o755)
+pairs = []
+for name in ("events", "trace"):
+    fifo = os.path.join(d, name + ".fifo")
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o622)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never EOF between writers
+    pairs.append((fd, open(os.path.join(d, name + ".log"), "ab", buffering=0)))
+sizes = {fd: 0 for fd, _ in pairs}
+out = dict(pairs)
+def pump(fd):
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        if sizes[fd] < cap:
+            out[fd].write(data[: cap - sizes[fd]])
+        sizes[fd] += len(data)
+print("ready", flush=True)
+stdin = sys.stdin.fileno()
+while True:
+    ready, _, _ = select.select([stdin, *out], [], [])
+    for fd in ready:
+        if fd == stdin:
+            if not os.read(stdin, 4096):
+                for f in out:
+                    pump(f)
+                for f in out.values():
+                    f.close()
+                w = sys.stdout.buffer
+                for name in ("events", "trace"):
+                    with open(os.path.join(d, name + ".log"), "rb") as f:
+                        data = f.read()
+                    w.write(b"%s %d\n" % (name.encode(), len(data)) + data)
+                w.flush()
+                sys.exit(0)
+        else:
+            pump(fd)
+"""
+
+
+class GatePack(NamedTuple):
+    path: Path
+    mounts: dict[str, str]
+    """Container path -> host path, all read-only: the pack and the shell wrappers."""
+
+
+def strace_bundle(cache: Path) -> Path:
+    """A directory with Debian's strace, its libraries and the loader (built once).
+
+    From the host's Debian archive (``apt-get download strace``) and the host's own
+    libraries, which match the bookworm base image's kernel ABI; the loader is invoked
+    directly so nothing leaks into the traced processes' environment.
+    """
+    out = cache / "strace"
+    if (out / "strace").is_file():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run(
+                ["apt-get", "download", "strace"], cwd=tmp, check=True, capture_output=True
+            )
+            deb = next(Path(tmp).glob("strace_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/x"], check=True)
+            binary = Path(tmp, "x/usr/bin/strace")
+            ldd = subprocess.run(
+                ["ldd", str(binary)], check=True, capture_output=True, text=True
+            ).stdout
+        except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
+            raise InfraError(f"could not get strace for the audit: {exc}") from None
+        staging = Path(tempfile.mkdtemp(dir=cache))
+        shutil.copy2(binary, staging / "strace")
+        for token in ldd.split():
+            if token.startswith("/") and Path(token).exists():
+                shutil.copy2(Path(token).resolve(), staging / Path(token).name)
+        loaders = list(staging.glob("ld-linux*.so*"))
+        if not loaders:
+            raise InfraError("no dynamic loader found for strace")
+        shutil.copy2(loaders[0], staging / "ld.so")
+        staging.rename(out) if not out.exists() else shutil.rmtree(staging)
+    return out
+
+
+def _image_shells(client: docker.DockerClient, image: str) -> dict[str, bytes]:
+    """The image's own dash and bash (what /bin/sh and /bin/bash resolve to)."""
+    from docker.errors import DockerException
+
+    try:
+        container = client.containers.create(image, command=["true"])
+    except DockerException as exc:
+        raise InfraError(f"could not read the shells of {image}: {exc}") from None
+
+    def read(path: str) -> tarfile.TarInfo | bytes:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.getmembers()[0]
+            if member.issym():
+                return member
+            data = tar.extractfile(member)
+            if data is None:
+                raise InfraError(f"{image} has no regular file at {path}")
+            return data.read()
+
+    try:
+        found: dict[str, bytes] = {}
+        for name in ("dash", "bash"):
+            got = read(f"/usr/bin/{name}")
+            if isinstance(got, tarfile.TarInfo):  # follow one level (merged-usr images)
+                got = read(str(Path("/usr/bin", got.linkname)))
+            if isinstance(got, tarfile.TarInfo):
+                raise InfraError(f"{image}: /usr/bin/{name} is a chain of links")
+            found[name] = got
+        return found
+    except DockerException as exc:
+        raise InfraError(f"could not read the shells of {image}: {exc}") from None
+    finally:
+        container.remove(force=True)
+
+
+def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int]]:
+    """The pack's text files (path -> content, mode): pure, so tests can read them."""
+    checker = Path(gatecheck.__file__).read_bytes()
+    files: dict[str, tuple[bytes, int]] = {
+        "check.py": (checker, 0o644),
+        gatecheck.POLICY_FILE: (json.dumps({"rules": policy_rules}, indent=1).encode(), 0o644),
+        "collect.py": (COLLECT.encode(), 0o644),
+    }
+    for tool in SHIM_TOOLS:
+        pre = _SHIM_PREFILTER.get(tool, "*")
+        shim = SHIM.format(
+            gate=GATE_MOUNT,
+            tool=tool,
+            prefilter=pre,
+            python=PYTHON,
+            checker=CHECKER,
+            shims=SHIM_DIR,
+        )
+        files[f"shims/{tool}"] = (shim.encode(), 0o755)
+    prefilter = "|".join(f'*"{w}"*' if " " in w else f"*{w}*" for w in _PREFILTER)
+    for name, real in (("sh", "dash"), ("bash", "bash")):
+        text = WRAPPER.format(
+            gate=GATE_MOUNT,
+            name=name,
+            real=real,
+            prefilter=prefilter,
+            python=PYTHON,
+            checker=CHECKER,
+        )
+        files[name] = (text.encode(), 0o755)
+    return files
+
+
+def build_gate_pack(
+    client: docker.DockerClient,
+    image: str,
+    policy: Policy,
+    root: Path,
+    *,
+    repo: str,
+    home: str,
+    cache: Path,
+) -> GatePack:
+    """The gate pack for one image and policy under ``root`` (reused when it exists)."""
+    rules = policy.resolved(repo=repo, home=home)
+    key = hashlib.sha256(
+        json.dumps([image, rules, Path(gatecheck.__file__).read_text()]).encode()
+    ).hexdigest()[:16]
+    path = root / key
+    if not (path / "ready").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        strace = strace_bundle(cache)
+        staging = Path(tempfile.mkdtemp(dir=root)) if root.exists() else None
+        if staging is None:
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=root))
+        for rel, (content, mode) in pack_files(rules).items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(mode)
+        (staging / "bin").mkdir()
+        for name, data in _image_shells(client, image).items():
+            (staging / "bin" / name).write_bytes(data)
+            (staging / "bin" / name).chmod(0o755)
+        shutil.copytree(strace, staging / "strace")
+        for d in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+            d.chmod(0o755)  # mkdtemp's 0700 would hide the pack from the agent's uid
+        (staging / "ready").write_text("")
+        if path.exists():
+            shutil.rmtree(staging)
+        else:
+            staging.rename(path)
+    mounts = {GATE_MOUNT: str(path.resolve())}
+    for name in SHELLS:
+        mounts[f"/bin/{name}"] = str((path / name).resolve())
+    return GatePack(path, mounts)
+
+
+def audit_argv(argv: list[str]) -> list[str]:
+    """``argv`` run under strace: every process it starts, traced into the trace FIFO."""
+    s = f"{GATE_MOUNT}/strace"
+    return [
+        f"{s}/ld.so",
+        "--library-path",
+        s,
+        f"{s}/strace",
+        "-f",
+        "-q",
+        "-y",
+        "--seccomp-bpf",
+        "-s",
+        "4096",
+        "-e",
+        "signal=none",
+        "-e",
+        f"trace={TRACED_SYSCALLS}",
+        "-o",
+        TRACE_FIFO,
+        "--",
+        *argv,
+    ]
+
+
+def start_collector(box: DockerSandbox) -> Process:
+    """Launch the root reader of the FIFOs; :func:`collector_ready` before the agent starts."""
+    return box.start(
+        [PYTHON, "-I", "-S", f"{GATE_MOUNT}/collect.py", TRUST_DIR, str(LOG_CAP)], user="0:0"
+    )
+
+
+def collector_ready(proc: Process) -> Process:
+    if not proc.read_line(30).startswith(b"ready"):
+        raise InfraError("the trust collector in the sandbox did not start")
+    return proc
+
+
+def stop_collector(proc: Process) -> tuple[str, str]:
+    """Drain and stop the collector (after every agent process is dead); the event and
+    trace logs' text, streamed back by the collector itself."""
+    return split_logs(proc.finish(300, cap=2 * LOG_CAP + 4096))
+
+
+def split_logs(data: bytes) -> tuple[str, str]:
+    """The collector's final output: ``events N\\n<N bytes>trace M\\n<M bytes>``."""
+    logs: dict[str, str] = {}
+    rest = data
+    for name in ("events", "trace"):
+        at = rest.find(name.encode() + b" ")
+        if at < 0:
+            break
+        head, _, body = rest[at:].partition(b"\n")
+        try:
+            size = int(head.split(b" ", 1)[1])
+        except ValueError:
+            break
+        logs[name] = body[:size].decode("utf-8", "replace")
+        rest = body[size:]
+    return logs.get("events", ""), logs.get("trace", "")
+
+
+class GateLogEntry(NamedTuple):
+    layer: str
+    rule: str
+    kind: str
+    action: str
+    command: str
+
+
+def parse_events(text: str) -> list[GateLogEntry]:
+    """The gate decisions in an event log; lines that are not a decision are skipped
+    (the agent can write to the FIFO, so nothing in it is trusted to be well formed)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        fields = [doc.get(k) for k in ("layer", "rule", "kind", "action", "command")]
+        if all(isinstance(f, str) for f in fields):
+            out.append(GateLogEntry(*[str(f) for f in fields]))
+    return out
