@@ -735,7 +735,16 @@ def demo(
             runs_dir=runs_dir,
             repeats=1,
             workers=workers,
-            agents=["oracle", "liar", "tamperer", "sloppy", DEMO_CLI_AGENT],
+            agents=[
+                "oracle",
+                "liar",
+                "tamperer",
+                "sloppy",
+                "overclaimer",
+                "destroyer",
+                "snoop",
+                DEMO_CLI_AGENT,
+            ],
             instance_ids=None,
             store=None,
         )
@@ -761,6 +770,29 @@ def demo(
     for line in result.bakeoff_lines:
         typer.echo(f"bake-off: {line}")
     typer.echo(f"report: {result.html_path}")
+    # 5. A second ecosystem: the TypeScript sample (vitest), gold and scripted agents.
+    ts_tasks = Path(__file__).resolve().parent.parent / "tasks" / "sample-ts"
+    if not (ts_tasks / "instances.jsonl").is_file():
+        from evalkit.sample_ts import build_ts_taskset
+
+        ts_tasks = runs_dir / "sample-ts-tasks"
+        if not (ts_tasks / "instances.jsonl").is_file():
+            build_ts_taskset(ts_tasks)
+    shutil.rmtree(runs_dir / "demo-ts", ignore_errors=True)
+    typer.echo(f"evaluating the TypeScript sample {ts_tasks}")
+    ts = run_evaluate(
+        ts_tasks,
+        ts_tasks / "predictions" / "scripted.jsonl",
+        "demo-ts",
+        runs_dir=runs_dir,
+        workers=workers,
+        gold=True,
+        log=typer.echo,
+        progress=sys.stderr.isatty(),
+    )
+    _print_summaries(ts.summaries)
+    ts_report = build_report(["demo-ts"], runs_dir=runs_dir, out=Path("reports") / "demo-ts.html")
+    typer.echo(f"report: {ts_report.html_path}")
 
 
 def main() -> None:

@@ -108,6 +108,16 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; run nothing.")
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor", help="Where grading runs: thread (this machine) or ray (evalkit[ray])."
+        ),
+    ] = "thread",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster for --executor ray."),
+    ] = None,
 ) -> None:
     """Run every (task x agent x repeat) attempt in a sandbox, grade each, record it all.
 
@@ -147,6 +157,11 @@ def run(
         instance_ids=instance_ids,
         store=store,
     )
+    if executor not in ("thread", "ray"):
+        _fail(f"--executor {executor!r}: choose thread or ray")
+    import dataclasses
+
+    options = dataclasses.replace(options, executor=executor, ray_address=ray_address)
     ids = select_instances(task_set.instances, options)
     plan = plan_attempts(options, ids)
     run_dir = BakeoffRunDir(options.runs_dir, options.run_id)

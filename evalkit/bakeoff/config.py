@@ -642,6 +642,9 @@ class RunOptions:
     """Only these tasks (None: the whole task set)."""
     store: Path
     """SQLite history file."""
+    executor: str = "thread"
+    """Where grading units run: ``thread`` or ``ray`` (see :mod:`evalkit.executors`)."""
+    ray_address: str | None = None
 
     @property
     def run_dir(self) -> Path:

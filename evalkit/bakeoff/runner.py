@@ -701,6 +701,16 @@ class BakeoffRunner:
             ]
             write_repeat_predictions(self.run, record.repeat, [*previous, record])
             try:
+                executor = None
+                if self.options.executor != "thread":
+                    from evalkit.executors import shared_executor
+
+                    # One cluster executor per process serves every repeat's grading.
+                    executor = shared_executor(
+                        self.options.executor,
+                        run_id=self.options.run_id,
+                        address=self.options.ray_address,
+                    )
                 outcome = evaluate(
                     self.task_set.root,
                     self.run.predictions(record.repeat),
@@ -709,6 +719,7 @@ class BakeoffRunner:
                     instance_ids=[record.instance_id],
                     progress=False,
                     log=lambda _: None,
+                    executor=executor,
                 )
             except (InfraError, UsageError) as exc:
                 return record.model_copy(
