@@ -15,7 +15,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -825,6 +825,18 @@ def _read_results(run: RunDir) -> tuple[list[Verdict], list[Problem]]:
     return scan.verdicts, problems
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate, apart from what: recorded, resolved, in the run manifest."""
+
+    workers: int = 1
+    timeout: float | None = None
+    """Per-unit test timeout; None: each task's spec decides."""
+    instance_ids: tuple[str, ...] | None = None
+    ca_bundle: Path | None = None
+    substitute_python: bool = False
+
+
 def evaluate(
     tasks_dir: Path,
     predictions_path: Path | None,
@@ -842,7 +854,8 @@ def evaluate(
     ray_address: str | None = None,
     substitute_python: bool = False,
 ) -> RunOutcome:
-    """Evaluate predictions (or ``gold``) on a task set; resumable by ``run_id``.
+    """Evaluate a predictions file (or ``gold``) on a task set directory; resumable by
+    ``run_id``. Loads the files, then :func:`evaluate_predictions` does the work.
 
     ``executor``: an :class:`Executor`, or a name (``"thread"``, the default, or
     ``"ray"`` with ``ray_address``; see :mod:`evalkit.executors`).
@@ -851,18 +864,65 @@ def evaluate(
     ``substitute_python``: where a spec's Python cannot be had, use the nearest one
     provided, recorded on every result, instead of stopping.
     """
-    from evalkit.images import resolve_ca_bundle
-    from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
-
     run = RunDir.of(runs_dir, run_id)
     if predictions_path is None and not gold:
         raise UsageError("give --predictions FILE, or --gold to evaluate the tasks' own fixes")
     task_set = load_task_set(tasks_dir)
-    selected = _select(task_set, instance_ids)
     predictions: list[Prediction] = []
     problems: list[Problem] = []
     if predictions_path is not None:
         predictions, problems = load_predictions(predictions_path, set(task_set.instances))
+    return evaluate_predictions(
+        task_set,
+        predictions,
+        run,
+        EvalConfig(
+            workers=workers,
+            timeout=timeout,
+            instance_ids=tuple(instance_ids) if instance_ids else None,
+            ca_bundle=ca_bundle,
+            substitute_python=substitute_python,
+        ),
+        gold=gold,
+        problems=problems,
+        source="gold" if predictions_path is None else str(predictions_path.resolve()),
+        log=log,
+        progress=progress,
+        executor=executor,
+        ray_address=ray_address,
+    )
+
+
+def evaluate_predictions(
+    task_set: TaskSet,
+    predictions: Sequence[Prediction],
+    run: RunDir,
+    config: EvalConfig = EvalConfig(),
+    *,
+    gold: bool = False,
+    problems: Sequence[Problem] = (),
+    source: str = "in memory",
+    log: Log = print,
+    progress: bool = True,
+    executor: Executor | str | None = None,
+    ray_address: str | None = None,
+) -> RunOutcome:
+    """Evaluate predictions (values, not files) on a task set into ``run``; resumable.
+
+    The library call behind ``evalkit evaluate`` and the bake-off's grading. ``gold``
+    adds the tasks' own fixes; ``source`` is what the manifest records as the
+    predictions' origin; ``problems`` (from loading) are passed through.
+    """
+    from evalkit.images import resolve_ca_bundle
+    from evalkit.sandbox import docker_client, install_signal_cleanup, remove_stale
+
+    run_id = run.run_id
+    tasks_dir = task_set.root
+    workers, timeout = config.workers, config.timeout
+    ca_bundle, substitute_python = config.ca_bundle, config.substitute_python
+    selected = _select(task_set, list(config.instance_ids) if config.instance_ids else None)
+    problems = list(problems)
+    predictions = list(predictions)
     if gold:
         predictions += gold_predictions(task_set)
     predictions = [p for p in predictions if p.instance_id in selected]
@@ -926,7 +986,7 @@ def evaluate(
                 evalkit_version=__version__,
                 tasks_dir=str(tasks_dir.resolve()),
                 tasks_sha256=task_set.sha256(),
-                predictions="gold" if predictions_path is None else str(predictions_path.resolve()),
+                predictions=source,
                 timeout_s=timeout or 0.0,
                 workers=workers,
                 created_at=_now(),

@@ -217,9 +217,13 @@ def test_patch_that_applies_nowhere_is_the_agents_failure(
 def test_a_hanging_test_is_killed_and_marked_timed_out(
     docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
 ) -> None:
-    noop = mini_tasks.diff(mini_tasks.commits["fix1"], {"README.md": "calc, now documented\n"})
+    # The unfixed loop never ends on negatives; without the append it hangs in constant
+    # memory, so the timeout (not the memory limit) is what stops it.
+    spin = FIXED_ADD.replace("        out.append(n)\n", "")
+    assert spin != FIXED_ADD
+    hang = mini_tasks.diff(mini_tasks.commits["fix1"], {CALC: spin})
     started = time.monotonic()
-    outcome = run(mini_tasks, tmp_path, [pred("slow", noop, "acme__calc-2")], timeout=8)
+    outcome = run(mini_tasks, tmp_path, [pred("slow", hang, "acme__calc-2")], timeout=8)
     verdict = verdict_of(outcome, "slow", "acme__calc-2")
     assert verdict.status is Status.UNRESOLVED
     assert verdict.timed_out and not verdict.infra_failure

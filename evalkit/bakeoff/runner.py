@@ -689,7 +689,8 @@ class BakeoffRunner:
     def _grade(self, record: AgentAttempt) -> AgentAttempt:
         """Grade through the same library call as ``evalkit evaluate``, in its own sandbox;
         each repeat is an ordinary evaluate run."""
-        from evalkit.harness import evaluate
+        from evalkit.harness import EvalConfig, evaluate_predictions
+        from evalkit.records import RunDir
 
         lock = self._grade_locks.setdefault(record.repeat, threading.Lock())
         with lock:
@@ -699,7 +700,8 @@ class BakeoffRunner:
                 for a in previous
                 if (a.agent, a.instance_id) != (record.agent, record.instance_id)
             ]
-            write_repeat_predictions(self.run, record.repeat, [*previous, record])
+            # The file keeps each repeat a SWE-bench-format run; grading takes the values.
+            predictions = write_repeat_predictions(self.run, record.repeat, [*previous, record])
             try:
                 executor = None
                 if self.options.executor != "thread":
@@ -711,12 +713,12 @@ class BakeoffRunner:
                         run_id=self.options.run_id,
                         address=self.options.ray_address,
                     )
-                outcome = evaluate(
-                    self.task_set.root,
-                    self.run.predictions(record.repeat),
-                    self.run.repeat_run_id(record.repeat),
-                    runs_dir=self.options.runs_dir,
-                    instance_ids=[record.instance_id],
+                outcome = evaluate_predictions(
+                    self.task_set,
+                    predictions,
+                    RunDir.of(self.options.runs_dir, self.run.repeat_run_id(record.repeat)),
+                    EvalConfig(instance_ids=(record.instance_id,)),
+                    source=str(self.run.predictions(record.repeat).resolve()),
                     progress=False,
                     log=lambda _: None,
                     executor=executor,
