@@ -68,6 +68,8 @@ def test_memory_and_pids_are_limited(box: Any, docker_engine: Any) -> None:
     # A fork bomb hits the pids limit instead of the host.
     out = sh(box, "for i in $(seq 200); do sleep 5 & done 2>&1 | grep -c 'fork' || true")
     assert int(out.splitlines()[-1]) > 0
+    # Free the pids again, or the next exec in this sandbox cannot start.
+    box.exec(["/bin/sh", "-c", "kill -9 -1; exit 0"], timeout=30)
 
 
 def test_root_owned_harness_files_are_read_only_to_the_sandbox_user(box: Any) -> None:

@@ -173,41 +173,60 @@ def _reaper_lock() -> Path:
     return node_dir() / "reaper.lock"
 
 
+def _waiter_lock() -> Path:
+    return node_dir() / "reaper.waiting"
+
+
 def start_reaper() -> None:
-    """Start this node's reaper unless one runs: a process of its own session, so the
-    death of a Ray worker, its raylet or the driver does not take it along."""
-    with open(_reaper_lock(), "a+b") as handle:
+    """Make sure this node has a reaper from now on: an orphan in a session of its own,
+    so the death of a Ray worker, its raylet or the driver does not take it along.
+
+    A reaper that is about to exit (it saw no unit left) may still hold the lock when a
+    new unit starts, so one successor waits for it; more than one waiter is pointless.
+    """
+    with open(_waiter_lock(), "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # one is running
+            return  # a successor is already waiting to run
         fcntl.flock(handle, fcntl.LOCK_UN)
-    subprocess.Popen(
-        [sys.executable, "-m", "evalkit.executors._node"],
+    # Started through a short-lived intermediate, so the reaper is nobody's child: Ray
+    # kills a worker's child processes when the worker exits, and the worker is
+    # exactly what a lost node or a killed driver takes down.
+    launcher = (
+        "import subprocess, sys; subprocess.Popen([sys.executable, '-m', "
+        "'evalkit.executors._node'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
+        "stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", launcher],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
+        check=False,
+        timeout=60,
     )
 
 
 def reaper_loop(client: docker.DockerClient, interval: float = REAP_INTERVAL_S) -> None:
     """Reap until no cluster unit's container is left on this node (then exit: the next
     unit to run here starts a new reaper)."""
-    with open(_reaper_lock(), "a+b") as handle:
+    with open(_waiter_lock(), "a+b") as waiting:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return
-        idle = 0
-        while idle < 3:
-            try:
-                reap_node(client)
-                idle = 0 if _cluster_containers(client) else idle + 1
-            except Exception:  # the engine restarting: try again, but not forever
-                idle += 1
-            time.sleep(interval)
+            return  # another successor waits already
+        with open(_reaper_lock(), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # wait for a running reaper to finish
+            fcntl.flock(waiting, fcntl.LOCK_UN)
+            idle = 0
+            while idle < 3:
+                try:
+                    reap_node(client)
+                    idle = 0 if _cluster_containers(client) else idle + 1
+                except Exception:  # the engine restarting: try again, but not forever
+                    idle += 1
+                time.sleep(interval)
 
 
 def main() -> None:
