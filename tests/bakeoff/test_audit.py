@@ -109,7 +109,7 @@ def test_execs_git_starts_itself_are_not_the_agents_commands() -> None:
 
 def test_dns_lookups_are_not_egress() -> None:
     line = (
-        '50    connect(3<socket:[9]>, {sa_family=AF_INET, sin_port=htons(53), '
+        "50    connect(3<socket:[9]>, {sa_family=AF_INET, sin_port=htons(53), "
         'sin_addr=inet_addr("10.0.0.53")}, 16) = 0\n'
     )
     assert audit.connects(audit.parse_trace(line)) == []
