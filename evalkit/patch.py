@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import functools
 import hashlib
 import re
 import subprocess
@@ -81,6 +82,9 @@ _MODE = re.compile(r"^(old mode|new mode|new file mode|deleted file mode) ([0-7]
 _FOREIGN_SECTION = re.compile(r"^(\*\*\* \S|\*{15}|\d+(,\d+)?[acd]\d+(,\d+)?$)", re.MULTILINE)
 
 
+# Each prediction's patch is vetted when the run is planned and again when its unit is
+# prepared; the second costs nothing (the git parse is a subprocess).
+@functools.lru_cache(maxsize=512)
 def inspect_patch(text: str, *, max_bytes: int = MAX_PATCH_BYTES) -> PatchInfo:
     """Parse and vet a unified diff. Raises :class:`PatchRejected` with a one-line reason."""
     from unidiff.errors import UnidiffParseError

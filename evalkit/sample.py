@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 REPO = "evalkit-samples/textkit"
 BUNDLE = "evalkit-samples__textkit.bundle"
@@ -417,6 +418,55 @@ def _diff(git: _Git, base: str, head: str, paths: list[str]) -> str:
     return git("diff", base, head, "--", *paths) + "\n"
 
 
+class SampleFix(Protocol):
+    """What a sample's fix table gives a task row (textkit's and tskit's alike)."""
+
+    @property
+    def issue(self) -> int: ...
+    @property
+    def problem(self) -> str: ...
+    @property
+    def fail_to_pass(self) -> tuple[str, ...]: ...
+    @property
+    def pass_to_pass(self) -> tuple[str, ...]: ...
+
+
+def task_row(
+    git: _Git,
+    commits: dict[str, str],
+    fix: SampleFix,
+    instance_id: str,
+    repo: str,
+    src: list[str],
+    tests: list[str],
+) -> dict[str, object]:
+    """One SWE-bench row for a sample fix: base and fix commits, split patch, labels."""
+    base, head = commits[f"base-{fix.issue}"], commits[f"fix-{fix.issue}"]
+    return {
+        "instance_id": instance_id,
+        "repo": repo,
+        "base_commit": base,
+        "patch": _diff(git, base, head, src),
+        "test_patch": _diff(git, base, head, tests),
+        "problem_statement": fix.problem,
+        "hints_text": "",
+        "created_at": git("show", "-s", "--format=%cI", head),
+        "version": "0.1",
+        "environment_setup_commit": commits["initial"],
+        "FAIL_TO_PASS": list(fix.fail_to_pass),
+        "PASS_TO_PASS": list(fix.pass_to_pass),
+        "evalkit_fix_commit": head,
+        "evalkit_issue_numbers": [fix.issue],
+    }
+
+
+def write_task_rows(out: Path, rows: list[dict[str, object]], spec: str) -> None:
+    (out / "evalkit.toml").write_text(spec)
+    (out / "instances.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
+
+
 def build_sample_taskset(out: Path) -> list[dict[str, object]]:
     """Write ``out/instances.jsonl`` and ``out/repos/<bundle>``; return the rows."""
     with tempfile.TemporaryDirectory(prefix="evalkit-sample-") as tmp:
@@ -427,31 +477,14 @@ def build_sample_taskset(out: Path) -> list[dict[str, object]]:
         git("bundle", "create", "-q", str((out / "repos" / BUNDLE).resolve()), "--all")
         rows: list[dict[str, object]] = []
         for fix in FIXES:
-            base, head = commits[f"base-{fix.issue}"], commits[f"fix-{fix.issue}"]
             src = [p for p in fix.files if p.startswith("src/")]
             tests = [p for p in fix.files if p.startswith("tests/")]
             rows.append(
-                {
-                    "instance_id": f"evalkit-samples__textkit-{fix.issue}",
-                    "repo": REPO,
-                    "base_commit": base,
-                    "patch": _diff(git, base, head, src),
-                    "test_patch": _diff(git, base, head, tests),
-                    "problem_statement": fix.problem,
-                    "hints_text": "",
-                    "created_at": git("show", "-s", "--format=%cI", head),
-                    "version": "0.1",
-                    "environment_setup_commit": commits["initial"],
-                    "FAIL_TO_PASS": list(fix.fail_to_pass),
-                    "PASS_TO_PASS": list(fix.pass_to_pass),
-                    "evalkit_fix_commit": head,
-                    "evalkit_issue_numbers": [fix.issue],
-                }
+                task_row(
+                    git, commits, fix, f"evalkit-samples__textkit-{fix.issue}", REPO, src, tests
+                )
             )
-        (out / "evalkit.toml").write_text(SPEC)
-        (out / "instances.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        )
+        write_task_rows(out, rows, SPEC)
         write_scripted_predictions(repo, commits, out / "predictions" / "scripted.jsonl")
         write_issue_export(git, commits, out / "issues.json")
     return rows

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.sample import _diff, _Git, _patch, _write
+from evalkit.sample import _Git, _patch, _write, task_row, write_task_rows
 
 REPO = "evalkit-samples/tskit"
 BUNDLE = "evalkit-samples__tskit.bundle"
@@ -284,32 +284,13 @@ def build_ts_taskset(out: Path) -> list[dict[str, object]]:
         git("bundle", "create", "-q", str((out / "repos" / BUNDLE).resolve()), "--all")
         rows: list[dict[str, object]] = []
         for fix in FIXES:
-            base, head = commits[f"base-{fix.issue}"], commits[f"fix-{fix.issue}"]
             files = _tree(f"fix-{fix.issue}")
+            src = [p for p in files if p.startswith("src/")]
+            tests = [p for p in files if p.startswith("test/")]
             rows.append(
-                {
-                    "instance_id": f"evalkit-samples__tskit-{fix.issue}",
-                    "repo": REPO,
-                    "base_commit": base,
-                    "patch": _diff(git, base, head, [p for p in files if p.startswith("src/")]),
-                    "test_patch": _diff(
-                        git, base, head, [p for p in files if p.startswith("test/")]
-                    ),
-                    "problem_statement": fix.problem,
-                    "hints_text": "",
-                    "created_at": git("show", "-s", "--format=%cI", head),
-                    "version": "0.1",
-                    "environment_setup_commit": commits["initial"],
-                    "FAIL_TO_PASS": list(fix.fail_to_pass),
-                    "PASS_TO_PASS": list(fix.pass_to_pass),
-                    "evalkit_fix_commit": head,
-                    "evalkit_issue_numbers": [fix.issue],
-                }
+                task_row(git, commits, fix, f"evalkit-samples__tskit-{fix.issue}", REPO, src, tests)
             )
-        (out / "evalkit.toml").write_text(SPEC)
-        (out / "instances.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        )
+        write_task_rows(out, rows, SPEC)
         write_scripted_predictions(repo, commits, out / "predictions" / "scripted.jsonl")
     return rows
 

@@ -156,3 +156,13 @@ export function integrityFindings(snapshot) {
   }
   return findings;
 }
+
+// Every launcher starts alike, before any checkout code loads: its instructions from
+// stdin, its arguments, and the channel opened and told which runner reports.
+export async function start(name) {
+  const instructions = readInstructions();
+  const args = parseArgs(process.argv.slice(2));
+  const channel = await Channel.open(instructions.socket, instructions.nonce);
+  channel.emit({ event: "runner", name, version: version(name) });
+  return { instructions, args, channel };
+}

@@ -10,20 +10,15 @@ import {
   Channel,
   importFromImage,
   integrityFindings,
-  parseArgs,
-  readInstructions,
   regexEscape,
   relative,
   ROOT,
   SEPARATOR,
   selection,
-  version,
+  start,
 } from "./evalkit_node.mjs";
 
-const instructions = readInstructions();
-const args = parseArgs(process.argv.slice(2));
-const channel = await Channel.open(instructions.socket, instructions.nonce);
-channel.emit({ event: "runner", name: "jest", version: version("jest") });
+const { instructions, args, channel } = await start("jest");
 const jest = await importFromImage("jest", ".");
 const runCLI = jest.runCLI ?? jest.default?.runCLI;
 

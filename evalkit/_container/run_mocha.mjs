@@ -10,20 +10,15 @@ import {
   Channel,
   integrityFindings,
   MODULES,
-  parseArgs,
-  readInstructions,
   regexEscape,
   relative,
   ROOT,
   SEPARATOR,
   selection,
-  version,
+  start,
 } from "./evalkit_node.mjs";
 
-const instructions = readInstructions();
-const args = parseArgs(process.argv.slice(2));
-const channel = await Channel.open(instructions.socket, instructions.nonce);
-channel.emit({ event: "runner", name: "mocha", version: version("mocha") });
+const { instructions, args, channel } = await start("mocha");
 const require = createRequire(`${MODULES}/mocha/package.json`);
 const Mocha = require(`${MODULES}/mocha/lib/mocha.js`);
 const { loadOptions } = require(`${MODULES}/mocha/lib/cli/options.js`);

@@ -11,14 +11,12 @@ import {
   importFromImage,
   resolveFromImage,
   integrityFindings,
-  parseArgs,
-  readInstructions,
   regexEscape,
   relative,
   ROOT,
   SEPARATOR,
   selection,
-  version,
+  start,
 } from "./evalkit_node.mjs";
 
 // vite bundles a TypeScript config into /node_modules/.vite-temp, which the image links
@@ -33,10 +31,7 @@ function viteTemp() {
   }
 }
 
-const instructions = readInstructions();
-const args = parseArgs(process.argv.slice(2));
-const channel = await Channel.open(instructions.socket, instructions.nonce);
-channel.emit({ event: "runner", name: "vitest", version: version("vitest") });
+const { instructions, args, channel } = await start("vitest");
 const { createVitest } = await importFromImage("vitest", "./node");
 const ENTRY = resolveFromImage("vitest", ".");
 const SETUP = new URL("./evalkit_vitest_setup.mjs", import.meta.url).pathname;

@@ -254,7 +254,6 @@ def run_attempt(
     if gateway_dir is not None:
         mounts["/evalkit/gateway"] = str(gateway_dir.resolve())
     box = DockerSandbox(client, image, limits, label=label, mounts=mounts)
-    started = time.monotonic()
     try:
         lib = tar_files(
             {**_container_lib(), "problem.md": instance.problem_statement}, uid=0, mode=0o644
@@ -415,7 +414,6 @@ def run_attempt(
         return AttemptResult(status, patch, claim, run.exit_code, duration, run.output, None, raw)
     finally:
         box.close(wait=False)
-        _ = started
 
 
 class _Env(NamedTuple):
@@ -835,10 +833,3 @@ def run_bakeoff(
         for attempt in results:
             store.record_attempt(attempt)
     return results
-
-
-def attempt_summary(attempt: AgentAttempt) -> str:
-    """One line for logs."""
-    return json.dumps(
-        {"agent": attempt.agent, "instance": attempt.instance_id, "status": attempt.status}
-    )
