@@ -122,9 +122,21 @@ def test_collector_output_splits_into_its_two_logs_even_with_newlines_inside() -
     assert split_logs(b"") == ("", "")
 
 
-def test_shim_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
-    # Generic attack on the fast path: every caught form of every rule for git and rm must
-    # reach the checker. The shim's own case statement runs under the host's POSIX sh.
+def _case_probe(text: str, subject: str) -> str:
+    """The first ``case`` pattern of a pack script, as a probe printing ``hit``."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("case "))
+    head, _, same_line = lines[at].partition(" in ")
+    line = same_line if same_line.strip() else next(x for x in lines[at + 1 :] if ")" in x)
+    pattern = line.strip().split(") ", 1)[0]
+    return f'case {subject} in {pattern}) echo hit ;; esac'
+
+
+def test_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
+    # Generic attack on the fast path: every caught form of every rule must reach the
+    # checker through every layer (each shim, both shell wrappers, the agent hook). The
+    # scripts' own case statements run under the host's POSIX sh.
+    import json
     import shlex
     import subprocess
 
@@ -132,15 +144,33 @@ def test_shim_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
     from tests.bakeoff.test_policy import CASES, RULES
 
     files = pack_files(load_policy().resolved(repo="/testbed", home="/tmp/home"))
-    for tool in ("git", "rm"):
-        text = files[f"shims/{tool}"][0].decode()
-        case = next(line for line in text.splitlines() if line.strip().endswith(";;"))
-        pattern = case.strip().split(") ", 1)[0]
-        probe = f'case " $* " in {pattern}) echo hit ;; esac'
-        for caught, _ in CASES.values():
-            for command in caught:
-                argv = shlex.split(command)
-                if argv[0] != tool or gatecheck.decide(RULES, command) is None:
-                    continue
-                out = subprocess.run(["sh", "-c", probe, "-", *argv[1:]], capture_output=True)
-                assert out.stdout == b"hit\n", (tool, command)
+    caught = [c for forms, _ in CASES.values() for c in forms if gatecheck.decide(RULES, c)]
+    assert len(caught) > 40
+    wrapper = _case_probe(files["sh"][0].decode().split("evalkit_c=1")[1], '"$*"')
+    hook = _case_probe(files["hook.sh"][0].decode(), '"$1"')
+    for command in caught:
+        for probe, args in (
+            (wrapper, ["-c", command]),
+            (hook, [json.dumps({"tool_input": {"command": command}})]),
+        ):
+            out = subprocess.run(["sh", "-c", probe, "-", *args], capture_output=True)
+            assert out.stdout == b"hit\n", (probe[:40], command)
+        argv = shlex.split(command)
+        tool = argv[0].rsplit("/", 1)[-1]
+        if f"shims/{tool}" in files:
+            probe = _case_probe(files[f"shims/{tool}"][0].decode(), f'" {tool} $* "')
+            out = subprocess.run(["sh", "-c", probe, "-", *argv[1:]], capture_output=True)
+            assert out.stdout == b"hit\n", (tool, command)
+
+
+def test_a_rule_without_needs_makes_every_command_reach_the_checker() -> None:
+    # A bake-off's own rule that declares no words must not be skipped by a prefilter
+    # built for the defaults.
+    from evalkit.bakeoff.gates import case_pattern, policy_prefilter
+
+    rules = load_policy().resolved(repo="/testbed", home="/tmp/home")
+    own = {"name": "npm-publish", "pattern": r"\bnpm\s+publish\b", "action": "block"}
+    assert policy_prefilter([*rules, {**own, "reason": "r", "kind": "destructive"}]) is None
+    files = pack_files([*rules, {**own, "reason": "r", "kind": "destructive", "needs": []}])
+    assert "case \"$*\" in *) evalkit_check=1" in files["sh"][0].decode()
+    assert case_pattern(["a-b"]) == '*[Aa]"-"[Bb]*'

@@ -225,3 +225,25 @@ def test_bad_policy_is_one_usage_error_line(tmp_path: Path, text: str, needle: s
     with pytest.raises(UsageError) as err:
         load_policy(path)
     assert needle in str(err.value) and "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("rule", load_policy().rules, ids=lambda r: r.name)
+def test_every_string_a_rule_matches_holds_one_of_its_needs(rule: object) -> None:
+    # The gates skip the checker for commands without a need word: a need that a match
+    # can lack would be a hole in every layer but the audit. Strings generated from the
+    # rule's own regex probe that beyond the hand-written cases.
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from evalkit.bakeoff.policy import PolicyRule
+
+    assert isinstance(rule, PolicyRule) and rule.needs
+    compiled = next(r for r in RULES if r.name == rule.name)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.from_regex(compiled.regex))
+    def holds(text: str) -> None:
+        if compiled.regex.search(text):
+            assert any(w.lower() in text.lower() for w in rule.needs), text
+
+    holds()
