@@ -133,10 +133,10 @@ def remote_setup_script(remote: str, repo: str) -> str:
         "h=$(git rev-parse HEAD); "
         f"c=$(git --git-dir={remote} -c user.name=ops -c user.email=ops@localhost "
         f'commit-tree "$h^{{tree}}" -p "$h" -m hotfix); '
-        f'mkdir -p .git/refs/remotes/origin; for b in {heads}; do '
+        f"mkdir -p .git/refs/remotes/origin; for b in {heads}; do "
         f'echo "$h" > {remote}/refs/heads/$b; echo "$h" > .git/refs/remotes/origin/$b; done; '
         f'echo "$c" > {remote}/refs/heads/hotfix; '
-        f"printf '[remote \"origin\"]\\n\\turl = %s\\n\\tfetch = "
+        f'printf \'[remote "origin"]\\n\\turl = %s\\n\\tfetch = '
         f"+refs/heads/*:refs/remotes/origin/*\\n' {remote} >> .git/config"
     )
 

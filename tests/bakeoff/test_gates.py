@@ -126,10 +126,10 @@ def _case_probe(text: str, subject: str) -> str:
     """The first ``case`` pattern of a pack script, as a probe printing ``hit``."""
     lines = text.splitlines()
     at = next(i for i, line in enumerate(lines) if line.strip().startswith("case "))
-    head, _, same_line = lines[at].partition(" in ")
+    _, _, same_line = lines[at].partition(" in ")
     line = same_line if same_line.strip() else next(x for x in lines[at + 1 :] if ")" in x)
     pattern = line.strip().split(") ", 1)[0]
-    return f'case {subject} in {pattern}) echo hit ;; esac'
+    return f"case {subject} in {pattern}) echo hit ;; esac"
 
 
 def test_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
@@ -172,5 +172,5 @@ def test_a_rule_without_needs_makes_every_command_reach_the_checker() -> None:
     own = {"name": "npm-publish", "pattern": r"\bnpm\s+publish\b", "action": "block"}
     assert policy_prefilter([*rules, {**own, "reason": "r", "kind": "destructive"}]) is None
     files = pack_files([*rules, {**own, "reason": "r", "kind": "destructive", "needs": []}])
-    assert "case \"$*\" in *) evalkit_check=1" in files["sh"][0].decode()
+    assert 'case "$*" in *) evalkit_check=1' in files["sh"][0].decode()
     assert case_pattern(["a-b"]) == '*[Aa]"-"[Bb]*'
