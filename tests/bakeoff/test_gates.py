@@ -197,7 +197,7 @@ def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
     )
     lines = []
     for argv, _ in NODE_FORMS:
-        lines.append(f"{shlex.join(argv)} >/dev/null 2>/tmp/err; echo \"rc=$? $(cat /tmp/err)\"")
+        lines.append(f'{shlex.join(argv)} >/dev/null 2>/tmp/err; echo "rc=$? $(cat /tmp/err)"')
     lines.append('npm --version >/dev/null 2>&1; echo "npm=$?"')
     lines.append('npx --version >/dev/null 2>&1; echo "npx=$?"')
     # A script file (the wrappers check -c strings only, as for an agent's own scripts).

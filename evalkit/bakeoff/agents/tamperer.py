@@ -90,7 +90,7 @@ def files_where(root: Path, keep: Callable[[Path, Path], bool]) -> list[Path]:
 
 
 def related(files: list[Path]) -> list[Path]:
-    # JavaScript names are camelCase: the identifiers the problem calls or quotes.
+    # JavaScript names are mixed case: the identifiers the problem calls or quotes.
     text = problem_text()
     words = set(
         re.findall(r"([A-Za-z_$][\w$]*)\(", text) + re.findall(r"`([A-Za-z_$][\w$]*)", text)
