@@ -228,3 +228,23 @@ def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
         command = argv[2] if layer == "shell" else gatecheck.command_line(argv)
         match = gatecheck.decide(RULES_NODE, command)
         assert match is not None and match.blocked, command
+
+
+def test_javascript_test_runs_count_as_tests_however_they_are_started() -> None:
+    runs = [
+        "npx vitest run",
+        "/node_modules/.bin/vitest run test/a.test.ts",
+        "npx jest --ci",
+        "node_modules/.bin/mocha",
+        "pnpm test",
+        "yarn run test",
+        "bun test",
+        "node --test",
+    ]
+    for command in runs:
+        assert audit._TEST_RUN.search(command), command
+    for command in (
+        *("npm install vitest", "pnpm add -D jest", "cat jest.config.js"),
+        *("node build.mjs", "vite build", "echo mocha"),
+    ):
+        assert not audit._TEST_RUN.search(command), command
