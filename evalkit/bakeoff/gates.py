@@ -4,7 +4,9 @@ A host directory, mounted read-only at ``/evalkit/gate``, holds:
 
 - ``check.py`` (:mod:`evalkit.bakeoff.gatecheck` verbatim) and ``policy.json``;
 - ``shims/<tool>``: PATH shims (first on the agent's PATH) for git, rm, terraform,
-  drizzle-kit, prisma, psql, mysql, sqlite3, kubectl: check argv, then exec the real tool;
+  drizzle-kit, prisma, psql, mysql, sqlite3, kubectl and Node's package runners (npx, npm,
+  pnpm, pnpx, yarn, bunx, bun): check argv, then exec the real tool (a refused command is
+  refused whether or not the tool is installed);
 - ``sh`` and ``bash``: wrappers bind-mounted over the image's ``/bin/sh`` and ``/bin/bash``, so
   every ``-c`` string any process hands a shell (the agent's tool calls,
   ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the
@@ -61,6 +63,9 @@ SHIM_TOOLS = (
     "mysql",
     "sqlite3",
     "kubectl",
+    # Node's package runners: `npx drizzle-kit push --force` reaches drizzle-kit through them
+    # (or fails offline fetching it), so the shim checks the launcher's argv first.
+    *("npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun"),
 )
 SHELLS = ("sh", "bash")
 TRACED_SYSCALLS = (

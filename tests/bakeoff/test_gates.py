@@ -3,10 +3,18 @@ attempt seen by several layers is counted once."""
 
 from __future__ import annotations
 
-from evalkit.bakeoff import audit
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.bakeoff import audit, gatecheck
 from evalkit.bakeoff.gates import GateLogEntry, pack_files, parse_events
 from evalkit.bakeoff.policy import load_policy
 from evalkit.bakeoff.trust import decisions, patch_tamper, tamper_attempts
+
+RULES_NODE = load_policy().compiled(repo="/testbed", home="/tmp/home")
 
 
 def test_event_log_lines_that_are_not_decisions_are_skipped() -> None:
@@ -104,7 +112,10 @@ def test_every_shim_and_wrapper_runs_the_shared_checker() -> None:
     files = pack_files(load_policy().resolved(repo="/testbed", home="/tmp/home"))
     shims = [p for p in files if p.startswith("shims/")]
     assert sorted(p.split("/")[1] for p in shims) == sorted(
-        ["git", "rm", "terraform", "drizzle-kit", "prisma", "psql", "mysql", "sqlite3", "kubectl"]
+        [
+            *("git", "rm", "terraform", "drizzle-kit", "prisma", "psql", "mysql", "sqlite3"),
+            *("kubectl", "npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun"),
+        ]
     )
     for p in shims:
         content, mode = files[p]
@@ -174,3 +185,96 @@ def test_a_rule_without_needs_makes_every_command_reach_the_checker() -> None:
     files = pack_files([*rules, {**own, "reason": "r", "kind": "destructive", "needs": []}])
     assert 'case "$*" in *) evalkit_check=1' in files["sh"][0].decode()
     assert case_pattern(["a-b"]) == '*[Aa]"-"[Bb]*'
+
+
+# Each way a Node agent reaches drizzle-kit or prisma, none of them installed in the image
+# (no network either): (how it is run, the layer that must refuse it).
+NODE_FORMS = [
+    (["npx", "drizzle-kit", "push", "--force"], "shim"),
+    (["npm", "exec", "--", "prisma", "migrate", "reset", "--force"], "shim"),
+    (["pnpm", "exec", "drizzle-kit", "push", "--force"], "shim"),
+    (["yarn", "dlx", "prisma", "db", "push", "--accept-data-loss"], "shim"),
+    (["bunx", "prisma", "db", "push", "--force-reset"], "shim"),
+    (["prisma", "migrate", "reset", "--force"], "shim"),
+    (["drizzle-kit", "push", "--force"], "shim"),
+    (["bash", "-c", "node_modules/.bin/drizzle-kit push --force"], "shell"),
+    (["sh", "-c", "npx prisma db push --accept-data-loss"], "shell"),
+    (["bash", "-c", "node node_modules/prisma/build/index.js migrate reset -f"], "shell"),
+]
+
+
+@pytest.mark.docker
+def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """On the Node environment base image (node, npm, npx; no drizzle-kit, prisma, pnpm,
+    yarn or bun): every form exits 126 with the rule's reason, and the harmless forms of
+    the same launchers still run (npm itself answers)."""
+    from evalkit.bakeoff.gates import SHIM_DIR, build_gate_pack
+    from evalkit.bakeoff.packs import default_cache_dir
+    from evalkit.environment import EnvSpec
+    from evalkit.node_env import ensure_node_base
+
+    image = ensure_node_base(docker_engine, EnvSpec(), log=lambda _: None)
+    pack = build_gate_pack(
+        docker_engine,
+        image,
+        load_policy(),
+        tmp_path / "gates",
+        repo="/testbed",
+        home="/tmp/home",
+        cache=default_cache_dir().parent / "gate",
+    )
+    lines = []
+    for argv, _ in NODE_FORMS:
+        lines.append(f'{shlex.join(argv)} >/dev/null 2>/tmp/err; echo "rc=$? $(cat /tmp/err)"')
+    lines.append('npm --version >/dev/null 2>&1; echo "npm=$?"')
+    lines.append('npx --version >/dev/null 2>&1; echo "npx=$?"')
+    # A script file (the wrappers check -c strings only, as for an agent's own scripts).
+    probe = tmp_path / "probe.sh"
+    probe.write_text("\n".join(lines) + "\n")
+    probe.chmod(0o644)
+    volumes = {host: {"bind": dest, "mode": "ro"} for dest, host in pack.mounts.items()}
+    volumes[str(probe)] = {"bind": "/probe.sh", "mode": "ro"}
+    out = docker_engine.containers.run(
+        image,
+        ["/bin/sh", "/probe.sh"],
+        user="1000:1000",
+        environment={"PATH": f"{SHIM_DIR}:/usr/bin:/bin", "HOME": "/tmp"},
+        volumes=volumes,
+        network_mode="none",
+        working_dir="/tmp",
+        remove=True,
+    ).decode()
+    results = out.splitlines()
+    assert len(results) == len(NODE_FORMS) + 2, out
+    for (argv, _layer), line in zip(NODE_FORMS, results, strict=False):
+        assert line.startswith("rc=126 evalkit gate: blocked by policy rule"), (argv, line)
+        rule = "drizzle-push-force" if "drizzle-kit" in " ".join(argv) else "prisma-"
+        assert f"'{rule}" in line, (argv, line)
+    assert results[-2:] == ["npm=0", "npx=0"], out
+    # The layer each form meets: the same decision the checker makes on the host.
+    for argv, layer in NODE_FORMS:
+        command = argv[2] if layer == "shell" else gatecheck.command_line(argv)
+        match = gatecheck.decide(RULES_NODE, command)
+        assert match is not None and match.blocked, command
+
+
+def test_javascript_test_runs_count_as_tests_however_they_are_started() -> None:
+    runs = [
+        "npx vitest run",
+        "/node_modules/.bin/vitest run test/a.test.ts",
+        "npx jest --ci",
+        "node_modules/.bin/mocha",
+        "pnpm test",
+        "yarn run test",
+        "bun test",
+        "node --test",
+    ]
+    for command in runs:
+        assert audit._TEST_RUN.search(command), command
+    for command in (
+        *("npm install vitest", "pnpm add -D jest", "cat jest.config.js"),
+        *("node build.mjs", "vite build", "echo mocha"),
+    ):
+        assert not audit._TEST_RUN.search(command), command
