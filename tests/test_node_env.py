@@ -170,7 +170,8 @@ def test_the_tests_run_in_their_workspace_when_it_has_its_own_config() -> None:
         extra_args=[],
         timeout=60,
     )
-    assert "cd /testbed/packages/foo && timeout" in command
+    assert command.startswith("sh -c ")
+    assert "cd /testbed/packages/foo && exec timeout" in command
     assert command.index("evalkit-link-node-modules") < command.index("cd /testbed")
     # The test files go to the runner relative to the root (the ids' form) either way.
     assert "-- packages/foo/test/a.test.ts packages/foo/src/b.spec.ts" in command
@@ -312,7 +313,7 @@ def _workspace_tasks(root: Path) -> tuple[Path, Path]:
     write_tree(
         repo, {"packages/foo/src/foo.js": FOO_V2, "packages/foo/test/foo.test.js": FOO_TEST_V2}
     )
-    git(repo, "commit", "-qam", "foo: greet through bar's shout")
+    git(repo, "commit", "-qam", "foo: greet through bar's shout (fixes #1)")
     fix = git(repo, "rev-parse", "HEAD")
     out = root / "tasks"
     (out / "repos").mkdir(parents=True)
@@ -334,12 +335,28 @@ def _workspace_tasks(root: Path) -> tuple[Path, Path]:
     }
     (out / "instances.jsonl").write_text(json.dumps(row) + "\n")
     wrong = row["patch"].replace('shout("hello " + name)', '"HELLO " + name')
-    pred = {
-        "instance_id": row["instance_id"],
-        "model_name_or_path": "m/wrong",
-        "model_patch": wrong,
-    }
-    (out / "preds.jsonl").write_text(json.dumps(pred) + "\n")
+    # An attack on the kept node_modules: the fix ships its own workspace node_modules
+    # (a "bar" that always answers right, an "ms" of the right version), which would
+    # stop the linker from linking the image's and pass every test. It is reverted, the
+    # image's is linked, and the wrong fix fails.
+    git(repo, "checkout", "-q", base)
+    write_tree(
+        repo,
+        {
+            "packages/foo/src/foo.js": FOO_V2.replace('"hello " + name', '""'),
+            "packages/foo/node_modules/@acme/bar/index.js": 'exports.shout = () => "HELLO ADA";\n',
+            "packages/foo/node_modules/ms/package.json": '{"version": "2.0.0"}\n',
+        },
+    )
+    git(repo, "add", "-f", "-A")
+    shadow = git(repo, "diff", "--cached", "HEAD") + "\n"
+    git(repo, "reset", "-q", "--hard")
+    git(repo, "checkout", "-q", "main")
+    preds = [
+        {"instance_id": row["instance_id"], "model_name_or_path": name, "model_patch": patch}
+        for name, patch in (("m/wrong", wrong), ("m/shadow", shadow))
+    ]
+    (out / "preds.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     return out, repo
 
 
@@ -364,6 +381,11 @@ def test_an_npm_workspace_on_trixies_node_20_resolves_and_is_mined_from_its_work
     got = {v.model_name_or_path: v for v in outcome.verdicts}
     assert got["gold"].status is Status.RESOLVED, got["gold"]
     assert got["m/wrong"].status is Status.UNRESOLVED, got["m/wrong"]
+    assert got["m/shadow"].status is Status.UNRESOLVED, got["m/shadow"]
+    assert sorted(got["m/shadow"].tampered_files) == [
+        "packages/foo/node_modules/@acme/bar/index.js",
+        "packages/foo/node_modules/ms/package.json",
+    ]
     images = docker_engine.images.list(filters={"label": "evalkit.repo=acme/monorepo"})
     assert {i.labels["evalkit.base"] for i in images} == {"evalkit/node-base:trixie"}
     # Mining the fix commit finds the tests it changed, by their repository-relative ids.

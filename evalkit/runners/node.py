@@ -176,11 +176,12 @@ class _NodeRunner:
         args = " ".join(shlex.quote(a) for a in [*extra_args, "--", *test_files])
         folder = str(PurePosixPath(config).parent)
         cd = f"cd {shlex.quote(folder)} && " if folder.startswith("/testbed/") else ""
-        return (
-            f"{NODE_MODULES_LINKER}\n    {cd}"
-            f"timeout --signal=KILL {timeout} node /evalkit/lib/{self.launcher} \\\n"
-            f"      --config {shlex.quote(config)} {args}"
+        run = (
+            f"{NODE_MODULES_LINKER}; {cd}exec timeout --signal=KILL {timeout} "
+            f"node /evalkit/lib/{self.launcher} --config {shlex.quote(config)} {args}"
         )
+        # One command (the eval script execs it): link the workspaces, then the runner.
+        return f"sh -c {shlex.quote(run)}"
 
     def summary_problem(self, report: TestReport, output: str) -> str | None:
         return compare_summaries(self.summaries(output), report, self.name, ("passed", "failed"))
