@@ -34,10 +34,11 @@ NODE_FILES = ("package.json", *LOCKFILES, ".nvmrc", ".node-version")
 """Files read at ``environment_setup_commit`` to infer a Node environment."""
 _PYTHON_PACKAGING = ("pyproject.toml", "setup.py", "setup.cfg")
 
-DEBIAN_NODE = {"bullseye": 12, "bookworm": 18, "trixie": 20}
-"""Node major each Debian suite ships (``apt-cache policy nodejs``)."""
-DEBIAN_NODE_VERSIONS = {"bullseye": (12, 22, 12), "bookworm": (18, 19, 0), "trixie": (20, 19, 2)}
-"""The version itself, for checking an ``engines.node`` range."""
+DEBIAN_NODE = {"bookworm": 18, "trixie": 20}
+"""Node major each Debian suite ships (``apt-cache policy nodejs``). Not bullseye: its
+Node 12 cannot load evalkit's launchers (ES modules with top-level ``await``, Node 14.8+)."""
+DEBIAN_NODE_VERSIONS = {"bookworm": (18, 20, 4), "trixie": (20, 19, 2)}
+"""The versions themselves, for checking an ``engines.node`` range."""
 DEFAULT_NODE = 18
 NODE_BASE = "evalkit/node-base:{suite}"
 NODE_LTS = {
@@ -68,8 +69,8 @@ def _debian_at_or_above(major: int) -> int:
 
 
 def dated_node(commit_date: date) -> int:
-    """The Node of a commit's time: the LTS active at its date (the oldest one before
-    any), as the Debian Node at or above it (bullseye 12, bookworm 18, trixie 20)."""
+    """The Node of a commit's time: the LTS active at its date, as the Debian Node at or
+    above it (bookworm's 18 up to Node 20's LTS in October 2023, then trixie's 20)."""
     day = commit_date.date() if isinstance(commit_date, datetime) else commit_date
     active = [major for major, since in NODE_LTS.items() if since <= day]
     return _debian_at_or_above(max(active) if active else min(NODE_LTS))

@@ -40,8 +40,7 @@ def _pkg(**fields: object) -> str:
 @pytest.mark.parametrize(
     ("day", "major"),
     [
-        (date(2018, 3, 1), 12),  # before Node 12: the oldest Debian Node
-        (date(2020, 6, 1), 12),  # Node 12 was the active LTS: bullseye
+        (date(2018, 3, 1), 18),  # before Node 12: the oldest Debian Node
         (date(2021, 6, 1), 18),  # Node 14: the Debian Node at or above it
         (date(2023, 1, 10), 18),  # Node 18: bookworm
         (date(2024, 2, 1), 20),  # Node 20: trixie
@@ -63,14 +62,14 @@ def test_nvmrc_wins_over_engines_and_the_date() -> None:
     ("engines", "day", "major"),
     [
         (">=16", None, 18),  # no date: 18 when allowed
-        (">=10", date(2020, 1, 1), 12),  # the date's Node, allowed
+        (">=10", date(2020, 1, 1), 18),  # the Debian Node above the date's
         (">=10", date(2024, 3, 1), 20),
         (">=20", date(2019, 1, 1), 20),  # the date's Node is not allowed: the next one
         ("^19 || ^20", None, 20),
-        ("<13", date(2024, 3, 1), 12),  # nothing at or above the date's Node: the newest allowed
-        (">=18.20", None, 20),  # bookworm ships 18.19
+        ("<19", date(2024, 3, 1), 18),  # nothing at or above the date's Node: the newest allowed
+        (">=18.21", None, 20),  # bookworm ships 18.20
         ("14.x", None, 14),  # no Debian Node fits: its major (a registry image)
-        ("12 - 16", date(2024, 1, 1), 12),
+        ("12 - 16", date(2024, 1, 1), 12),  # its lowest major
     ],
 )
 def test_engines_node_is_a_range_the_chosen_debian_node_must_satisfy(
@@ -84,6 +83,7 @@ def test_engines_node_is_a_range_the_chosen_debian_node_must_satisfy(
     [
         ((18, 19, 0), ">=18", True),
         ((18, 19, 0), ">=18.20.0", False),
+        ((18, 20, 4), ">=18.20.0", True),
         ((18, 19, 0), "^18.0.0", True),
         ((20, 19, 2), "^18.0.0", False),
         ((20, 19, 2), "~20.19", True),
@@ -103,11 +103,14 @@ def test_npm_ranges(version: tuple[int, int, int], text: str, expected: bool | N
 
 def test_resolve_spec_passes_the_environment_commits_date_to_node() -> None:
     files = {"package.json": _pkg(), "package-lock.json": "{}"}
-    old = datetime(2020, 5, 1, tzinfo=timezone.utc)
+    old = datetime(2023, 5, 1, tzinfo=timezone.utc)
     new = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    assert resolve_spec(SpecFile(), "a/b", "a__b-1", files, old).node == "12"
+    assert resolve_spec(SpecFile(), "a/b", "a__b-1", files, old).node == "18"
     assert resolve_spec(SpecFile(), "a/b", "a__b-1", files, new).node == "20"
     assert resolve_spec(SpecFile(), "a/b", "a__b-1", files, None).node == "18"
+    # A repository that names its Node keeps it, whatever the date.
+    pinned = {**files, ".nvmrc": "20\n"}
+    assert resolve_spec(SpecFile(), "a/b", "a__b-1", pinned, old).node == "20"
     # The Node is in the image key: a commit of another time gets another image.
     keys = {resolve_spec(SpecFile(), "a/b", "i", files, d).build_key({}) for d in (old, new)}
     assert len(keys) == 2
