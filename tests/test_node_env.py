@@ -1,6 +1,6 @@
 """Node environments: which Node a commit gets, npm ranges, monorepo workspaces (the
 runner found in the root lockfile, the tests run in their workspace, every workspace's
-node_modules kept), and, with Docker, an npm workspace on trixie's Node 20."""
+node_modules kept), and, with Docker, npm and pnpm workspaces on trixie's Node 20."""
 
 from __future__ import annotations
 
@@ -135,13 +135,38 @@ WS_FOO = {
 WS_BAR = {"name": "@acme/bar", "version": "1.0.0", "main": "index.js"}
 
 
-def test_a_monorepos_runner_is_found_in_its_root_lockfile() -> None:
-    lock = (DATA / "npm-workspace-package-lock.json").read_text()
-    files = {"package.json": json.dumps(WS_ROOT), "package-lock.json": lock}
-    assert "mocha" in workspace_dependencies(files)
+def _workspace_files(manager: str) -> dict[str, str]:
+    """The monorepo's manifests and lockfile for npm or pnpm workspaces (the lockfiles
+    were made from exactly these with ``npm install --package-lock-only`` and
+    ``pnpm install --lockfile-only``)."""
+    root, foo = dict(WS_ROOT), json.loads(json.dumps(WS_FOO))
+    if manager == "npm":
+        lock = {"package-lock.json": (DATA / "npm-workspace-package-lock.json").read_text()}
+    else:
+        del root["workspaces"]
+        root["packageManager"] = "pnpm@9.15.9"
+        foo["dependencies"]["@acme/bar"] = "workspace:*"
+        lock = {
+            "pnpm-lock.yaml": (DATA / "pnpm-workspace-lock.yaml").read_text(),
+            "pnpm-workspace.yaml": "packages:\n  - 'packages/*'\n",
+        }
+    return {
+        "package.json": json.dumps(root, indent=2) + "\n",
+        "packages/foo/package.json": json.dumps(foo, indent=2) + "\n",
+        **lock,
+    }
+
+
+@pytest.mark.parametrize("manager", ["npm", "pnpm"])
+def test_a_monorepos_runner_is_found_in_its_root_lockfile(manager: str) -> None:
+    files = _workspace_files(manager)
+    assert {"mocha", "ms", "@acme/bar"} <= workspace_dependencies(files)
     assert "debug" not in workspace_dependencies(files)  # installed, not depended on
     spec = infer_node_spec(files)
     assert spec is not None and spec.runner == "mocha" and spec.node == "20"
+
+
+def test_other_lockfile_forms_name_a_workspaces_runner_too() -> None:
     pnpm = (
         "lockfileVersion: '9.0'\n\nimporters:\n\n  .: {}\n\n  packages/web:\n"
         "    devDependencies:\n      vitest:\n        specifier: ^2.0.0\n"
@@ -255,7 +280,7 @@ def test_layout_keeps_workspace_node_modules_and_points_links_at_their_new_homes
     assert not (checkout / "packages" / "foo" / "node_modules").is_symlink()
 
 
-# --- with Docker: an npm workspace on trixie's Node 20 --------------------------------
+# --- with Docker: npm and pnpm workspaces on trixie's Node 20 ------------------------
 
 FOO_V1 = 'exports.greet = (name) => "hello " + name;\n'
 FOO_V2 = (
@@ -289,17 +314,15 @@ describe("foo loudly", () => {
 )
 
 
-def _workspace_tasks(root: Path) -> tuple[Path, Path]:
+def _workspace_tasks(root: Path, manager: str) -> tuple[Path, Path]:
     repo = root / "repo"
     write_tree(
         repo,
         {
-            "package.json": json.dumps(WS_ROOT, indent=2) + "\n",
-            "package-lock.json": (DATA / "npm-workspace-package-lock.json").read_text(),
+            **_workspace_files(manager),
             ".gitignore": "node_modules/\n",
             "packages/bar/package.json": json.dumps(WS_BAR, indent=2) + "\n",
             "packages/bar/index.js": "exports.shout = (text) => text.toUpperCase();\n",
-            "packages/foo/package.json": json.dumps(WS_FOO, indent=2) + "\n",
             "packages/foo/.mocharc.json": '{"require": ["./test/setup.js"]}\n',
             "packages/foo/test/setup.js": (
                 'globalThis.fooSetup = require("node:path").relative(\n'
@@ -320,10 +343,10 @@ def _workspace_tasks(root: Path) -> tuple[Path, Path]:
     fix = git(repo, "rev-parse", "HEAD")
     out = root / "tasks"
     (out / "repos").mkdir(parents=True)
-    git(repo, "bundle", "create", "-q", str(out / "repos" / "acme__monorepo.bundle"), "--all")
+    git(repo, "bundle", "create", "-q", str(out / "repos" / f"acme__{manager}-ws.bundle"), "--all")
     row = {
-        "instance_id": "acme__monorepo-1",
-        "repo": "acme/monorepo",
+        "instance_id": f"acme__{manager}-ws-1",
+        "repo": f"acme/{manager}-ws",
         "base_commit": base,
         "patch": git(repo, "diff", base, fix, "--", "packages/foo/src") + "\n",
         "test_patch": git(repo, "diff", base, fix, "--", "packages/foo/test") + "\n",
@@ -364,14 +387,15 @@ def _workspace_tasks(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.docker
-def test_an_npm_workspace_on_trixies_node_20_resolves_and_is_mined_from_its_workspace(
-    docker_engine: Any, tmp_path: Path
+@pytest.mark.parametrize("manager", ["npm", "pnpm"])
+def test_a_workspace_on_trixies_node_20_resolves_and_is_mined_from_its_workspace(
+    docker_engine: Any, tmp_path: Path, manager: str
 ) -> None:
     from evalkit.harness import evaluate
     from evalkit.mining import MineOptions, mine
     from evalkit.records import Status
 
-    tasks, repo = _workspace_tasks(tmp_path)
+    tasks, repo = _workspace_tasks(tmp_path, manager)
     outcome = evaluate(
         tasks,
         tasks / "preds.jsonl",
@@ -389,13 +413,13 @@ def test_an_npm_workspace_on_trixies_node_20_resolves_and_is_mined_from_its_work
         "packages/foo/node_modules/@acme/bar/index.js",
         "packages/foo/node_modules/ms/index.js",
     ]
-    images = docker_engine.images.list(filters={"label": "evalkit.repo=acme/monorepo"})
+    images = docker_engine.images.list(filters={"label": f"evalkit.repo=acme/{manager}-ws"})
     assert {i.labels["evalkit.base"] for i in images} == {"evalkit/node-base:trixie"}
     # Mining the fix commit finds the tests it changed, by their repository-relative ids.
     mine(
         str(repo),
         tmp_path / "mined",
-        repo_name="acme/monorepo",
+        repo_name=f"acme/{manager}-ws",
         issues=None,
         source="commit",
         options=MineOptions(runs=1),
