@@ -185,6 +185,8 @@ def test_the_tests_run_in_their_workspace_when_it_has_its_own_config() -> None:
     assert workspace_dirs(tests) == ["packages/foo", "packages"]
     assert workspace_dirs(["packages/foo/a.test.ts", "packages/bar/b.test.ts"]) == ["packages"]
     assert workspace_dirs(["a.test.ts"]) == []
+    assert workspace_dirs(["a.test.ts", "packages/foo/b.test.ts"]) == []
+    assert workspace_dirs(["../up/a.test.ts"]) == []
     files = {
         "vitest.config.ts": "",
         "packages/foo/package.json": "{}",

@@ -97,10 +97,10 @@ NODE_MODULES_LINKER = f"[ ! -x {_LINKER} ] || {_LINKER}"
 def workspace_dirs(test_files: Iterable[str]) -> list[str]:
     """The directories above every test file, deepest first, the root left out."""
     parents = [str(PurePosixPath(f).parent) for f in test_files]
-    if not parents or any(p.startswith("/") for p in parents):
-        return []
+    if not parents or any(p.startswith("/") or ".." in p.split("/") for p in parents):
+        return []  # not inside the repository: no workspace to look for
     common = PurePosixPath(posixpath.commonpath(parents)).parts
-    return ["/".join(common[:n]) for n in range(len(common), 0, -1) if common[0] != "."]
+    return ["/".join(common[:n]) for n in range(len(common), 0, -1)]
 
 
 def split_id(test_id: str) -> tuple[str, list[str]]:
