@@ -436,3 +436,114 @@ def test_a_workspace_on_trixies_node_20_resolves_and_is_mined_from_its_workspace
     assert [(r["FAIL_TO_PASS"], sorted(r["PASS_TO_PASS"])) for r in rows] == [
         (want["FAIL_TO_PASS"], sorted(want["PASS_TO_PASS"]))
     ]
+
+
+WEB_CONFIG = """\
+import { defineConfig } from "vitest/config";
+
+// Relative to the workspace: run from the repository's root, this finds no test.
+export default defineConfig({ test: { include: ["spec/**/*.spec.ts"] } });
+"""
+WEB_V1 = 'import { shout } from "@acme/bar";\n\nexport const greet = (name: string) => name;\n'
+WEB_V2 = WEB_V1.replace("=> name", '=> shout("hello " + name)')
+WEB_SPEC_V1 = """\
+import { describe, expect, it } from "vitest";
+import { greet } from "../src/web";
+
+describe("greet", () => {
+  it("keeps the name", () => {
+    expect(greet("ada").toLowerCase()).toContain("ada");
+  });
+});
+"""
+WEB_SPEC_V2 = (
+    WEB_SPEC_V1
+    + """
+describe("greet loudly", () => {
+  it("shouts through the bar workspace", () => {
+    expect(greet("ada")).toBe("HELLO ADA");
+  });
+});
+"""
+)
+
+
+@pytest.mark.docker
+def test_a_vitest_workspace_runs_from_its_own_directory_with_its_own_config(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """vitest's root is the workspace: its config's ``include`` is relative to it, its
+    TypeScript config compiles into the workspace's kept node_modules/.vite-temp."""
+    from evalkit.harness import evaluate
+    from evalkit.records import Status
+
+    repo = tmp_path / "repo"
+    web = {
+        "name": "@acme/web",
+        "version": "1.0.0",
+        "type": "module",
+        "dependencies": {"@acme/bar": "workspace:*"},
+        "devDependencies": {"vite": "^6.3.0", "vitest": "3.2.4"},
+    }
+    root = {
+        "name": "acme-web-monorepo",
+        "version": "1.0.0",
+        "private": True,
+        "packageManager": "pnpm@9.15.9",
+        "engines": {"node": ">=20"},
+    }
+    bar = {"name": "@acme/bar", "version": "1.0.0", "type": "module", "main": "index.js"}
+    write_tree(
+        repo,
+        {
+            "package.json": json.dumps(root, indent=2) + "\n",
+            "pnpm-workspace.yaml": "packages:\n  - 'packages/*'\n",
+            "pnpm-lock.yaml": (DATA / "pnpm-vitest-workspace-lock.yaml").read_text(),
+            ".gitignore": "node_modules/\n",
+            "packages/bar/package.json": json.dumps(bar, indent=2) + "\n",
+            "packages/bar/index.js": "export const shout = (text) => text.toUpperCase();\n",
+            "packages/web/package.json": json.dumps(web, indent=2) + "\n",
+            "packages/web/vitest.config.ts": WEB_CONFIG,
+            "packages/web/src/web.ts": WEB_V1,
+            "packages/web/spec/web.spec.ts": WEB_SPEC_V1,
+        },
+    )
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "initial")
+    base = git(repo, "rev-parse", "HEAD")
+    write_tree(
+        repo, {"packages/web/src/web.ts": WEB_V2, "packages/web/spec/web.spec.ts": WEB_SPEC_V2}
+    )
+    git(repo, "commit", "-qam", "greet shouts")
+    fix = git(repo, "rev-parse", "HEAD")
+    tasks = tmp_path / "tasks"
+    (tasks / "repos").mkdir(parents=True)
+    git(repo, "bundle", "create", "-q", str(tasks / "repos" / "acme__vitest-ws.bundle"), "--all")
+    spec = "packages/web/spec/web.spec.ts"
+    row = {
+        "instance_id": "acme__vitest-ws-1",
+        "repo": "acme/vitest-ws",
+        "base_commit": base,
+        "patch": git(repo, "diff", base, fix, "--", "packages/web/src") + "\n",
+        "test_patch": git(repo, "diff", base, fix, "--", "packages/web/spec") + "\n",
+        "problem_statement": "greet should shout",
+        "FAIL_TO_PASS": [f"{spec} > greet loudly > shouts through the bar workspace"],
+        "PASS_TO_PASS": [f"{spec} > greet > keeps the name"],
+    }
+    (tasks / "instances.jsonl").write_text(json.dumps(row) + "\n")
+    wrong = row["patch"].replace('shout("hello " + name)', '"HELLO " + name')
+    pred = {"instance_id": row["instance_id"], "model_name_or_path": "m/wrong"}
+    (tasks / "preds.jsonl").write_text(json.dumps({**pred, "model_patch": wrong}) + "\n")
+    outcome = evaluate(
+        tasks,
+        tasks / "preds.jsonl",
+        "vw",
+        gold=True,
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=lambda _: None,
+    )
+    got = {v.model_name_or_path: v for v in outcome.verdicts}
+    assert got["gold"].status is Status.RESOLVED, got["gold"]
+    assert got["m/wrong"].status is Status.UNRESOLVED, got["m/wrong"]
