@@ -278,3 +278,92 @@ def test_javascript_test_runs_count_as_tests_however_they_are_started() -> None:
         *("node build.mjs", "vite build", "echo mocha"),
     ):
         assert not audit._TEST_RUN.search(command), command
+
+
+@pytest.mark.docker
+def test_every_default_rule_is_enforced_in_a_real_sandbox(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """Every caught form of every default rule (tests/bakeoff/test_policy.py), run for real
+    in a gated container: through a shell's -c string it is refused by the `shell` layer
+    (block rules: exit 126 naming the rule) or logged there (log rules); a bare tool argv
+    run from a script meets that tool's PATH shim. The event log says rule and layer."""
+    import json
+
+    from evalkit.bakeoff.gatecheck import EVENTS_FIFO
+    from evalkit.bakeoff.gates import SHIM_DIR, SHIM_TOOLS, build_gate_pack
+    from evalkit.bakeoff.packs import default_cache_dir
+    from evalkit.environment import EnvSpec
+    from evalkit.node_env import ensure_node_base
+    from tests.bakeoff.test_policy import CASES
+
+    image = ensure_node_base(docker_engine, EnvSpec(), log=lambda _: None)
+    pack = build_gate_pack(
+        docker_engine,
+        image,
+        load_policy(),
+        tmp_path / "gates",
+        repo="/testbed",
+        home="/tmp/home",
+        cache=default_cache_dir().parent / "gate",
+    )
+    rules = {r.name: r for r in RULES_NODE}
+    probes: list[tuple[str, str, str]] = []  # (rule, layer, command)
+    lines = [
+        f"mkdir -p {Path(EVENTS_FIFO).parent}; mkfifo {EVENTS_FIFO}",
+        f"cat <> {EVENTS_FIFO} > /tmp/events.log &",
+        "mkdir -p /testbed /tmp/home; cd /testbed",
+    ]
+    for name, (caught, _) in sorted(CASES.items()):
+        for command in caught:
+            if gatecheck.decide(RULES_NODE, command) is None:
+                continue  # a form another rule's case list owns
+            probes.append((name, "shell", command))
+            lines.append(
+                f"timeout 10 bash -c {shlex.quote(command)} >/dev/null 2>/tmp/err; "
+                f'echo "rc=$? $(head -c 300 /tmp/err | tr "\\n" " ")"'
+            )
+            argv = shlex.split(command)
+            if argv[0] in SHIM_TOOLS and not any(c in command for c in ";&|`$("):
+                probes.append((name, "shim", command))
+                lines.append(
+                    f"timeout 10 {command} >/dev/null 2>/tmp/err; "
+                    f'echo "rc=$? $(head -c 300 /tmp/err | tr "\\n" " ")"'
+                )
+    lines += ["sleep 0.5", "echo ===", "cat /tmp/events.log"]
+    probe = tmp_path / "probe.sh"
+    probe.write_text("\n".join(lines) + "\n")
+    probe.chmod(0o644)
+    volumes = {host: {"bind": dest, "mode": "ro"} for dest, host in pack.mounts.items()}
+    volumes[str(probe)] = {"bind": "/probe.sh", "mode": "ro"}
+    out = docker_engine.containers.run(
+        image,
+        ["/evalkit/gate/bin/dash", "/probe.sh"],
+        user="1000:1000",
+        environment={"PATH": f"{SHIM_DIR}:/usr/bin:/bin", "HOME": "/tmp/home"},
+        volumes=volumes,
+        tmpfs={"/testbed": "", "/tmp": ""},
+        network_mode="none",
+        remove=True,
+    ).decode()
+    head, _, log = out.partition("===\n")
+    results = [line for line in head.splitlines() if line.startswith("rc=")]
+    assert len(results) == len(probes), out[-2000:]
+    assert {name for name, _, _ in probes} == set(CASES)
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    for (name, layer, command), line in zip(probes, results, strict=True):
+        if rules[name].action == "block":
+            assert line.startswith(f"rc=126 evalkit gate: blocked by policy rule '{name}'"), (
+                layer,
+                command,
+                line,
+            )
+        if layer == "shell":  # the -c string as given
+            seen = {(e["rule"], e["layer"]) for e in events if command in e["command"]}
+            assert (name, layer) in seen, (layer, command, seen)
+    # A shim logs the argv after the script's own expansion (~, quotes): counted per rule.
+    from collections import Counter
+
+    want = Counter(name for name, layer, _ in probes if layer == "shim")
+    got = Counter(e["rule"] for e in events if e["layer"] == "shim")
+    assert all(got[name] >= n for name, n in want.items()), (want, got)
