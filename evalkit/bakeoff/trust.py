@@ -20,16 +20,28 @@ from evalkit.bakeoff.gates import GateLogEntry
 from evalkit.bakeoff.records import GateEvent
 
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
-_TEST_PATH = re.compile(
-    r"(?:^|/)(?:tests?|testing)/|(?:^|/)test_[^/]*\.py$|_test\.py$|(?:^|/)conftest\.py$"
-)
 _SKIP = re.compile(
     r"^\+.*(?:@pytest\.mark\.(?:skip|skipif|xfail)\b|pytest\.(?:skip|xfail)\(|@unittest\.skip"
-    r"|unittest\.skip\(|\.skipTest\()"
+    r"|unittest\.skip\(|\.skipTest\("
+    # jest / vitest / mocha: it.skip, test.todo, describe.skip, xit, xdescribe, this.skip()
+    r"|\b(?:it|test|describe|suite|context|specify)\.(?:skip|todo|fails|skipIf)\b"
+    r"|\b(?:xit|xtest|xdescribe|xcontext|xspecify)\s*\(|\bthis\.skip\(\))"
 )
-_TEST_CONFIG = re.compile(
-    r"(?:^|/)(?:pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml|conftest\.py|noxfile\.py)$"
-)
+
+
+def _is_test_path(path: str) -> bool:
+    from evalkit.runners import is_test_path
+
+    return is_test_path(path)
+
+
+def _is_test_config(path: str) -> bool:
+    """A runner's configuration (pytest.ini, pyproject.toml, vitest.config.ts, .mocharc.yml,
+    ...). package.json and tsconfig.json are left to the grader's ``tampered_files``, which
+    knows whether their test parts changed (an honest fix adds dependencies)."""
+    from evalkit.runners import is_test_config
+
+    return is_test_config(path) or path.rsplit("/", 1)[-1] in ("tox.ini", "noxfile.py")
 
 
 class Decisions(NamedTuple):
@@ -83,12 +95,12 @@ def patch_tamper(patch: str) -> list[str]:
         m = _DIFF_FILE.match(line)
         if m:
             current = m.group(2)
-            if _TEST_CONFIG.search(current):
+            if _is_test_config(current):
                 found.append(f"test-config-edit: {current}")
             continue
-        if line == "+++ /dev/null" and _TEST_PATH.search(current):
+        if line == "+++ /dev/null" and _is_test_path(current):
             found.append(f"test-deleted: {current}")
-        elif _SKIP.match(line) and _TEST_PATH.search(current):
+        elif _SKIP.match(line) and _is_test_path(current):
             entry = f"test-skipped: {current}"
             if entry not in found:
                 found.append(entry)
