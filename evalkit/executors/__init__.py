@@ -48,7 +48,7 @@ def make_executor(
     """The executor named ``kind``: ``thread`` (``workers`` local sandboxes) or ``ray``
     (the cluster at ``address``, else ``RAY_ADDRESS``, else a local one-node cluster
     with ``workers`` container slots; nodes pull missing images from
-    ``image_registry`` before building them)."""
+    ``image_registry``, else ``EVALKIT_IMAGE_REGISTRY``, before building them)."""
     if kind == "thread":
         from evalkit.harness import ThreadExecutor
 
@@ -56,9 +56,9 @@ def make_executor(
     if kind == "ray":
         from evalkit.executors._ray import RayExecutor
 
-        return RayExecutor(
-            address, run_id=run_id, local_slots=workers, image_registry=image_registry
-        )
+        # evaluate and mine have no config file of their own: the environment names it.
+        registry = image_registry or os.environ.get(REGISTRY_ENV) or None
+        return RayExecutor(address, run_id=run_id, local_slots=workers, image_registry=registry)
     raise UsageError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
 
 
