@@ -63,18 +63,28 @@ def make_executor(
 
 
 def shared_executor(
-    kind: str, *, run_id: str, address: str | None = None, image_registry: str | None = None
+    kind: str,
+    *,
+    run_id: str,
+    address: str | None = None,
+    image_registry: str | None = None,
+    workers: int = 1,
 ) -> Executor | None:
     """One cluster executor per process, for callers that evaluate many times from many
     threads (a bake-off grades each attempt with its own ``evaluate`` call); ``None``
-    for ``thread``, so ``evaluate`` keeps its local default. Closed at exit."""
+    for ``thread``, so ``evaluate`` keeps its local default. Closed at exit.
+    ``workers``: the slots of a local one-node cluster, when there is no address."""
     if kind == "thread":
         return None
     with _shared_lock:
         key = (kind, run_id, address, image_registry)
         if key not in _shared:
             _shared[key] = make_executor(
-                kind, run_id=run_id, address=address, image_registry=image_registry
+                kind,
+                workers=workers,
+                run_id=run_id,
+                address=address,
+                image_registry=image_registry,
             )
             atexit.register(_shared[key].close)
         return _shared[key]

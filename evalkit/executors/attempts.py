@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from evalkit import __version__
+from evalkit.bakeoff.gateway import Gateway
 from evalkit.errors import InfraError, UsageError
 
 if TYPE_CHECKING:
@@ -85,34 +86,33 @@ class AttemptUnit:
     registry: str | None = None
 
 
-class _NodeGateway:
-    """A gateway for one attempt on a node: the driver's gateway code, fed the shipped
-    key or the node's own environment."""
+class _NodeGateway(Gateway):
+    """The driver's gateway code on a node, fed the shipped key when there is one."""
 
-    @staticmethod
-    def open(unit: AttemptUnit, root: Path) -> Gateway:
-        from evalkit.bakeoff.gateway import Gateway
+    def __init__(self, upstream: Upstream, *, root: Path, shipped_key: str | None):
+        super().__init__({upstream.name: upstream}, root=root)
+        self._shipped_key = shipped_key
 
-        assert unit.upstream is not None
-        shipped = unit.api_key
+    def real_key(self, upstream: str) -> str:
+        if self._shipped_key is not None and upstream in self.upstreams:
+            return self._shipped_key
+        return super().real_key(upstream)  # the node's own environment
 
-        class _Gateway(Gateway):
-            def real_key(self, upstream: str) -> str:
-                if shipped is not None and upstream in self.upstreams:
-                    return shipped
-                return super().real_key(upstream)
 
-        gateway = _Gateway({unit.upstream.name: unit.upstream}, root=root)
-        try:
-            gateway.check_keys([unit.upstream.name])
-        except UsageError as exc:
-            gateway.close()
-            # Another node may have the key: retried, and recorded as ours if none has.
-            raise InfraError(
-                f"this node cannot reach model {unit.upstream.name!r}: {exc} (set it in "
-                "every node's environment, or [bakeoff] ship_keys = true)"
-            ) from None
-        return gateway
+def node_gateway(unit: AttemptUnit, root: Path) -> Gateway:
+    """A gateway for one attempt on this node, its key checked before the sandbox starts."""
+    assert unit.upstream is not None
+    gateway = _NodeGateway(unit.upstream, root=root, shipped_key=unit.api_key)
+    try:
+        gateway.check_keys([unit.upstream.name])
+    except UsageError as exc:
+        gateway.close()
+        # Another node may have the key: retried, and recorded as ours if none has.
+        raise InfraError(
+            f"this node cannot call model {unit.upstream.name!r}: {exc} (set it in every "
+            "node's environment, or [bakeoff] ship_keys = true)"
+        ) from None
+    return gateway
 
 
 def node_pack(client: docker.DockerClient, agent: AgentSpec) -> Pack | None:
@@ -192,7 +192,7 @@ def run_attempt_task(
             gate = node_gate(client, image, unit.policy) if unit.policy is not None else None
             canaries = make_canaries() if unit.policy is not None else None
             if unit.upstream is not None:
-                gateway = _NodeGateway.open(unit, gateway_root)
+                gateway = node_gateway(unit, gateway_root)
             output = attempt_once(
                 client,
                 image=image,
@@ -299,7 +299,7 @@ class _Units:
     """Builds the units of one bake-off on the driver (no Docker needed here)."""
 
     def __init__(self, runner: BakeoffRunner):
-        from evalkit.bakeoff.gateway import Gateway, Upstream
+        from evalkit.bakeoff.gateway import Upstream
 
         self.runner = runner
         config = runner.config
@@ -394,6 +394,7 @@ def run_on_cluster(runner: BakeoffRunner, keys: list[AttemptKey]) -> list[AgentA
             run_id=options.run_id,
             address=options.ray_address,
             image_registry=options.image_registry,
+            workers=options.workers,
         ),
     )
     units = _Units(runner)
