@@ -96,8 +96,11 @@ def _run(path: Path, mini: MiniTasks, runs: Path, run_id: str, agents: list[str]
 
 
 def _one_line_each(run: BakeoffRunDir, agents: list[str]) -> dict[tuple[str, str], AgentAttempt]:
+    # Raw lines: reading the file keeps the latest line per key, which would hide a copy.
+    raw = [line for line in run.attempts.read_text().splitlines() if line.strip()]
     lines = read_attempts(run.attempts)
     keys = [(a.agent, a.instance_id, a.repeat) for a in lines]
+    assert len(raw) == len(lines), "an attempt has more than one line"
     assert sorted(keys) == sorted((g, t, 1) for g in agents for t in TASKS), keys
     return {(a.agent, a.instance_id): a for a in lines}
 
