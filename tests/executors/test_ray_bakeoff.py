@@ -186,3 +186,40 @@ def test_a_node_lost_mid_bakeoff_leaves_one_line_per_attempt_and_no_container(
     assert max(a.tries for a in attempts.values()) >= 2  # the lost attempt ran again
     # The lost attempt's container belonged to a dead worker: the node's reaper removes it.
     assert wait_until_gone(docker_engine, run_id) == []
+
+
+def test_a_real_cli_agent_runs_on_a_node_from_a_pack_made_there(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path, two_nodes: Any
+) -> None:
+    """mini-swe-agent from its PyPI pack, on a node, talking to the scripted model through
+    that node's gateway; the driver neither installs the pack nor holds the key."""
+    from evalkit.bakeoff.demo import DEMO_CLI_AGENT, cli_script, write_cli_demo_config
+
+    with ScriptedModelServer(cli_script()) as server:
+        assert server.base_url
+        path = write_cli_demo_config(mini_tasks.root, tmp_path / "cfg", model_url=server.base_url)
+        text = path.read_text().replace(
+            "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n'
+        )
+        path.write_text(text.replace("[bakeoff]\n", '[bakeoff]\nexecutor = "ray"\n', 1))
+        run_id = f"ray-bo-cli-{os.getpid()}"
+        config = load_config(path)
+        options = make_run_options(
+            config,
+            run_id=run_id,
+            runs_dir=tmp_path,
+            workers=1,
+            agents=[DEMO_CLI_AGENT],
+            instance_ids=TASKS[:1],
+            store=None,
+        )
+        import dataclasses
+
+        options = dataclasses.replace(options, executor="ray")
+        run = BakeoffRunDir(tmp_path, run_id)
+        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+    (attempt,) = read_attempts(run.attempts)
+    assert attempt.status is Status.RESOLVED, (attempt.attempt_status, attempt.error)
+    assert attempt.claim is True and attempt.model_calls >= 2
+    assert attempt.tries == 1
+    assert wait_until_gone(docker_engine, run_id, timeout=15) == []
