@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -258,8 +259,36 @@ def _cluster_containers(client: docker.DockerClient) -> list[dict[str, object]]:
     return [c for c in listed if (c.get("Labels") or {}).get(LABEL_HOST) == host]
 
 
+GATEWAY_DIR_PREFIX = "evalkit-gw-n"
+"""``/tmp/evalkit-gw-n<pid>-<random>``: a node-side attempt gateway's socket directory,
+named after the worker that owns it (short: a Unix socket path has 108 bytes)."""
+
+
+def gateway_root() -> Path:
+    """A fresh socket directory for one attempt's gateway on this node."""
+    return Path("/tmp") / f"{GATEWAY_DIR_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def reap_gateway_dirs(tmp: Path = Path("/tmp")) -> int:
+    """Remove the socket directories of attempt gateways whose worker is gone (a killed
+    worker runs no ``finally``)."""
+    import shutil
+
+    from evalkit.sandbox import _pid_alive
+
+    removed = 0
+    for path in tmp.glob(f"{GATEWAY_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(GATEWAY_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def reap_node(client: docker.DockerClient) -> int:
-    """Remove evalkit containers nobody owns: expired, or of a dead process on this node."""
+    """Remove evalkit containers nobody owns: expired, or of a dead process on this node;
+    and the gateway directories of dead workers."""
+    reap_gateway_dirs()
     return remove_stale(client)
 
 

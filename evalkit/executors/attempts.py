@@ -29,7 +29,6 @@ result and is never retried.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import shutil
 import tempfile
 import threading
@@ -174,7 +173,7 @@ def run_attempt_task(
         _node.LABEL_NODE: ray.get_runtime_context().get_node_id(),
     }
     transcript_data: bytes | None = None
-    gateway_root = Path("/tmp") / f"evalkit-gw-{secrets.token_hex(6)}"  # short: sun_path
+    gateway_root = _node.gateway_root()
     with tempfile.TemporaryDirectory(prefix="evalkit-attempt-") as tmp:
         transcript = Path(tmp) / "transcript.jsonl"
         gateway: Gateway | None = None

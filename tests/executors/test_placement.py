@@ -120,3 +120,18 @@ def test_an_attempt_delivered_twice_is_recorded_once(mini_tasks: MiniTasks, tmp_
     assert len(raw) == 1 and len(lines) == 1 and len(got) == 4
     assert lines[0].attempt_status is AttemptStatus.INFRA_ERROR and lines[0].tries == 2
     assert all(g == lines[0] for g in got)
+
+
+def test_the_reaper_removes_gateway_dirs_of_dead_workers_only(tmp_path: Path) -> None:
+    from evalkit.executors import _node
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"{_node.GATEWAY_DIR_PREFIX}{dead.pid}-ab12"
+    alive = tmp_path / f"{_node.GATEWAY_DIR_PREFIX}{os.getpid()}-cd34"
+    driver_side = tmp_path / "evalkit-gw-0123456789ab"  # a local run's gateway: not ours
+    for path in (gone, alive, driver_side):
+        path.mkdir()
+        (path / "model.sock").write_text("")
+    assert _node.reap_gateway_dirs(tmp_path) == 1
+    assert not gone.exists() and alive.exists() and driver_side.exists()
