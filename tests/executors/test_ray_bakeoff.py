@@ -73,7 +73,15 @@ def _config(mini: MiniTasks, out: Path, model_url: str, *, extra: str = "") -> P
     return path
 
 
-def _run(path: Path, mini: MiniTasks, runs: Path, run_id: str, agents: list[str]) -> BakeoffRunDir:
+def _run(
+    path: Path,
+    mini: MiniTasks,
+    runs: Path,
+    run_id: str,
+    agents: list[str],
+    *,
+    executor: str | None = None,
+) -> BakeoffRunDir:
     config = load_config(path)
     options = make_run_options(
         config,
@@ -89,7 +97,7 @@ def _run(path: Path, mini: MiniTasks, runs: Path, run_id: str, agents: list[str]
     assert config.bakeoff.executor == "ray"
     import dataclasses
 
-    options = dataclasses.replace(options, executor=config.bakeoff.executor)
+    options = dataclasses.replace(options, executor=executor or config.bakeoff.executor)
     run = BakeoffRunDir(runs, run_id)
     run_bakeoff(config, load_task_set(mini.root), run, options, log=lambda _: None)
     return run
@@ -111,12 +119,12 @@ def test_a_bakeoff_runs_its_attempts_and_grading_on_the_cluster(
     tmp_path: Path,
     two_nodes: Any,
     model: ScriptedModelServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert model.base_url
     run_id = f"ray-bo-{os.getpid()}"
-    run = _run(
-        _config(mini_tasks, tmp_path / "cfg", model.base_url), mini_tasks, tmp_path, run_id, AGENTS
-    )
+    config = _config(mini_tasks, tmp_path / "cfg", model.base_url)
+    run = _run(config, mini_tasks, tmp_path, run_id, AGENTS)
     attempts = _one_line_each(run, AGENTS)
     for task in TASKS:
         oracle, liar, snoop = (attempts[(a, task)] for a in AGENTS)
@@ -139,6 +147,15 @@ def test_a_bakeoff_runs_its_attempts_and_grading_on_the_cluster(
     # Each repeat is an ordinary evaluate run, graded on the cluster too.
     assert (tmp_path / f"{run_id}.r1" / "results.jsonl").is_file()
     assert wait_until_gone(docker_engine, run_id, timeout=15) == []
+    # The same bake-off on this machine (the key now here) gives the same records.
+    monkeypatch.setenv(KEY_ENV, "driver-side-key")
+    local = _run(config, mini_tasks, tmp_path, f"{run_id}-thread", AGENTS, executor="thread")
+    clocks = {"run_id", "started_at", "finished_at", "duration_s"}
+    for key, attempt in _one_line_each(local, AGENTS).items():
+        assert attempt.model_dump(exclude=clocks) == attempts[key].model_dump(exclude=clocks)
+        here, there = run.root / Path(attempt.patch).parent, local.root / Path(attempt.patch).parent
+        # The same artifacts; "files" is the local run's staging of the agent's inputs.
+        assert {p.name for p in here.iterdir()} == {p.name for p in there.iterdir()} - {"files"}
 
 
 def test_a_node_lost_mid_bakeoff_leaves_one_line_per_attempt_and_no_container(
