@@ -6,6 +6,8 @@ node is lost mid-run, and no container is left on any node."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,13 @@ from evalkit.dataset import load_task_set
 from evalkit.executors import _node
 from evalkit.records import Status
 from tests.conftest import MiniTasks
-from tests.executors.conftest import containers, start_cluster, stop_cluster, wait_until_gone
+from tests.executors.conftest import (
+    ROOT,
+    containers,
+    start_cluster,
+    stop_cluster,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -209,9 +217,11 @@ def test_a_real_cli_agent_runs_on_a_node_from_a_pack_made_there(
     docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path, two_nodes: Any
 ) -> None:
     """mini-swe-agent from its PyPI pack, on a node, talking to the scripted model through
-    that node's gateway; the driver neither installs the pack nor holds the key."""
+    that node's gateway; the driver (the CLI, told only the cluster's address) neither
+    installs the pack nor holds the key."""
     from evalkit.bakeoff.demo import DEMO_CLI_AGENT, cli_script, write_cli_demo_config
 
+    run_id = f"ray-bo-cli-{os.getpid()}"
     with ScriptedModelServer(cli_script()) as server:
         assert server.base_url
         path = write_cli_demo_config(mini_tasks.root, tmp_path / "cfg", model_url=server.base_url)
@@ -219,23 +229,20 @@ def test_a_real_cli_agent_runs_on_a_node_from_a_pack_made_there(
             "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n'
         )
         path.write_text(text.replace("[bakeoff]\n", '[bakeoff]\nexecutor = "ray"\n', 1))
-        run_id = f"ray-bo-cli-{os.getpid()}"
-        config = load_config(path)
-        options = make_run_options(
-            config,
-            run_id=run_id,
-            runs_dir=tmp_path,
-            workers=1,
-            agents=[DEMO_CLI_AGENT],
-            instance_ids=TASKS[:1],
-            store=None,
+        args = ["--tasks", str(mini_tasks.root), "--run-id", run_id, "--runs-dir", str(tmp_path)]
+        args += ["-a", DEMO_CLI_AGENT, "-i", TASKS[0], "--ray-address", two_nodes.address]
+        # The image is on the nodes already: an unreachable registry is never asked.
+        args += ["--image-registry", "127.0.0.1:1/team"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "evalkit.cli", "bakeoff", "run", str(path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
-        import dataclasses
-
-        options = dataclasses.replace(options, executor="ray")
-        run = BakeoffRunDir(tmp_path, run_id)
-        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
-    (attempt,) = read_attempts(run.attempts)
+    assert cli.returncode == 0, (cli.stdout[-2000:], cli.stderr[-2000:])
+    (attempt,) = read_attempts(BakeoffRunDir(tmp_path, run_id).attempts)
     assert attempt.status is Status.RESOLVED, (attempt.attempt_status, attempt.error)
     assert attempt.claim is True and attempt.model_calls >= 2
     assert attempt.tries == 1
