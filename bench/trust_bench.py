@@ -69,6 +69,7 @@ def main() -> None:
     runner_module.run_attempt = timed  # type: ignore[assignment]
     parts: dict[str, list[float]] = {}
     durations: dict[tuple[str, bool], list[float]] = {}
+    whole: dict[tuple[str, bool], list[float]] = {}
 
     def part(module: Any, name: str) -> None:
         fn = getattr(module, name)
@@ -86,8 +87,6 @@ def main() -> None:
     from evalkit.bakeoff import gates
 
     for module, name in (
-        (runner_module, "_plant"),
-        (runner_module, "_honeypot_state"),
         (gates, "collector_ready"),
         (gates, "stop_collector"),
     ):
@@ -156,7 +155,9 @@ def main() -> None:
                     for agent in agents:
                         for iid in ids:
                             current[0] = agent
+                            start = time.monotonic()
                             a = r.attempt(client, gateway, AttemptKey(agent, iid, 1))
+                            whole.setdefault((agent, trust), []).append(time.monotonic() - start)
                             durations.setdefault((agent, trust), []).append(a.duration_s)
                             if a.attempt_status.value != "completed":
                                 print("!", agent, iid, trust, a.attempt_status.value, a.error)
@@ -176,6 +177,12 @@ def main() -> None:
             f"{100 * (m_on - m_off) / m_off:>8.0f}% {min(off):>7.2f}s {min(on):>6.2f}s "
             f"{d_off:>9.2f}s {d_on:>8.2f}s"
         )
+    print(f"\n{'agent':<12} {'attempt off':>12} {'attempt on':>11} {'overhead':>9}  (run + grade)")
+    for agent in agents:
+        off, on = whole.get((agent, False), []), whole.get((agent, True), [])
+        if off and on:
+            m_off, m_on = statistics.median(off), statistics.median(on)
+            print(f"{agent:<12} {m_off:>11.2f}s {m_on:>10.2f}s {100 * (m_on - m_off) / m_off:>8.0f}%")
     print(
         "fixed per-attempt steps (median s): "
         + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in parts.items())

@@ -658,7 +658,9 @@ def demo(
     needs a fuzzy apply, one that applies nowhere, an empty one) and a cheater (conftest
     hook, printed PASSED lines with an early exit, pytest.ini edits, weakened tests).
     Then a bake-off in sandboxes: an oracle, a liar, a tamperer, a sloppy agent and the
-    real mini-swe-agent CLI driven by a scripted model server through the gateway.
+    real mini-swe-agent CLI driven by a scripted model server through the gateway. Then
+    the TypeScript sample: gold, scripted patches, and a bake-off on its Node image (an
+    oracle, a liar, a tamperer and a migrator that runs drizzle-kit / prisma).
 
     Example:
 
@@ -791,7 +793,16 @@ def demo(
         progress=sys.stderr.isatty(),
     )
     _print_summaries(ts.summaries)
-    ts_report = build_report(["demo-ts"], runs_dir=runs_dir, out=Path("reports") / "demo-ts.html")
+    # 6. Its bake-off on the Node environment image: oracle, liar, tamperer and the Node
+    #    migrator (drizzle-kit / prisma against production, each refused by a gate).
+    from evalkit.bakeoff.demo import TS_BAKEOFF_RUN, run_ts_bakeoff
+
+    run_ts_bakeoff(ts_tasks, runs_dir, workers=workers, log=typer.echo)
+    ts_report = build_report(
+        ["demo-ts", f"{TS_BAKEOFF_RUN}.r1"], runs_dir=runs_dir, out=Path("reports") / "demo-ts.html"
+    )
+    for line in ts_report.bakeoff_lines:
+        typer.echo(f"bake-off (TypeScript): {line}")
     typer.echo(f"report: {ts_report.html_path}")
 
 

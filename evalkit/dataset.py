@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,6 +416,7 @@ def import_records(
     for label, row in read_records(source, split):
         if not isinstance(row, dict):
             raise UsageError(f"{label}: expected an object")
+        row = swebench_row(row)
         try:
             instance = TaskInstance.model_validate(row)
         except ValidationError as exc:
@@ -441,6 +444,7 @@ def import_records(
     if not instances:
         raise UsageError("no records to import", path=source)
     by_repo: dict[str, list[TaskInstance]] = {}
+    mapped: dict[str, TaskInstance] = {}
     for instance in instances:
         by_repo.setdefault(instance.repo, []).append(instance)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,6 +470,11 @@ def import_records(
             write_bundle(clone, list(needed), out / REPOS_DIR / items[0].bundle_name)
         except OSError as exc:
             raise UsageError(f"cannot bundle {repo} from {clone}: {exc}") from None
+        for instance in items:
+            mapped[instance.instance_id] = _map_js_ids(
+                instance, clone, f"{labels[instance.instance_id]} ({_shown(instance.instance_id)})"
+            )
+    instances = [mapped.get(i.instance_id, i) for i in instances]
     from evalkit.records import write_atomic
 
     write_atomic(out / INSTANCES_FILE, "".join(i.model_dump_json() + "\n" for i in instances))
@@ -474,7 +483,10 @@ def import_records(
     return ImportSummary(out, len(instances), {r: len(v) for r, v in by_repo.items()}, len(tables))
 
 
-SWEBENCH_EXTRAS = ("difficulty", "image_name", "license", "meta", "pr_number", "issue_number")
+SWEBENCH_EXTRAS = (
+    *("difficulty", "image_name", "license", "meta", "pr_number", "issue_number"),
+    *("repo_language", "selected_test_files_to_run"),
+)
 
 
 def _spec_toml(tables: dict[str, dict[str, Any]]) -> str:
@@ -484,3 +496,263 @@ def _spec_toml(tables: dict[str, dict[str, Any]]) -> str:
         for key, value in table.items():
             lines.append(f"{key} = {json.dumps(value)}\n")
     return "".join(lines)
+
+
+# --- SWE-bench Multilingual / Pro records of JavaScript and TypeScript repositories --------
+
+
+def _decode_ids(value: str) -> Any:
+    """A list of test ids as a JSON string (SWE-bench) or a Python literal (Pro, which
+    decodes it with ``eval``; here only a literal is accepted)."""
+    import ast
+
+    if not value.strip():
+        return []
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        decoded = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value  # left to the record's own validation, which names the field
+    return list(decoded) if isinstance(decoded, (list, tuple)) else value
+
+
+def swebench_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A record in SWE-bench's columns, whichever benchmark wrote it: SWE-bench Pro's
+    lowercase ``fail_to_pass`` / ``pass_to_pass`` (Python-literal lists) become
+    ``FAIL_TO_PASS`` / ``PASS_TO_PASS``, and its ``requirements`` and ``interface`` (the
+    context Pro gives its agents) are appended to the problem statement."""
+    row = dict(row)
+    for upper in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        lower = upper.lower()
+        if upper not in row and lower in row:
+            row[upper] = row.pop(lower)
+        if isinstance(row.get(upper), str):
+            row[upper] = _decode_ids(row[upper])
+    extra = [
+        f"{title}:\n{str(row[key]).strip()}\n"
+        for key, title in (("requirements", "Requirements"), ("interface", "Interface"))
+        if isinstance(row.get(key), str) and str(row[key]).strip()
+    ]
+    if extra:
+        statement = str(row.get("problem_statement") or "").rstrip("\n")
+        row["problem_statement"] = "\n\n".join([statement, *extra]).lstrip("\n")
+    for key in ("requirements", "interface"):
+        row.pop(key, None)
+    return row
+
+
+_TITLE_CALLS = {"describe": True, "suite": True, "context": True, "it": False, "test": False}
+_TITLE_CALLS["specify"] = False
+_MODIFIERS = {"only", "skip", "concurrent", "sequential", "todo", "fails", "shuffle", "failing"}
+_IDENT = re.compile(r"[A-Za-z_$][\w$]*")
+_STRING_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "`": "`"}
+
+
+def _literal(source: str, at: int) -> tuple[str | None, int]:
+    """The string literal starting at ``source[at]`` (its value, or None for a template
+    with substitutions) and the index after it."""
+    quote, i, out = source[at], at + 1, []
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\" and i + 1 < len(source):
+            out.append(_STRING_ESCAPES.get(source[i + 1], source[i + 1]))
+            i += 2
+            continue
+        if ch == quote:
+            return "".join(out), i + 1
+        if quote == "`" and source.startswith("${", i):
+            end = source.find("`", i)
+            return None, (end + 1 if end >= 0 else len(source))
+        out.append(ch)
+        i += 1
+    return None, len(source)
+
+
+def js_test_titles(source: str) -> list[tuple[str, ...]]:
+    """Each test's title path in a JavaScript / TypeScript test file, in file order: the
+    enclosing ``describe`` / ``suite`` / ``context`` titles and the ``it`` / ``test`` title
+    (with ``.only`` / ``.skip`` / ... modifiers). Only literal titles: a template with
+    substitutions or a ``.each`` table names no test here. A scan, not a parser: brackets
+    nest, strings and comments are skipped."""
+    found: list[tuple[str, ...]] = []
+    suites: list[tuple[str, int]] = []
+    depth, i, n = 0, 0, len(source)
+    while i < n:
+        ch = source[i]
+        if source.startswith("//", i):
+            i = source.find("\n", i)
+            i = n if i < 0 else i
+            continue
+        if source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            continue
+        if ch in "'\"`":
+            i = _literal(source, i)[1]
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif (ch.isalpha() or ch in "_$") and (
+            i == 0 or not (source[i - 1].isalnum() or source[i - 1] in "_$.")
+        ):
+            word = _IDENT.match(source, i)
+            assert word is not None
+            name, j = word.group(), word.end()
+            if name in _TITLE_CALLS:
+                while source.startswith(".", j):
+                    mod = _IDENT.match(source, j + 1)
+                    if mod is None or mod.group() not in _MODIFIERS:
+                        break
+                    j = mod.end()
+                k = j
+                while k < n and source[k].isspace():
+                    k += 1
+                if k < n and source[k] == "(":
+                    k += 1
+                    while k < n and source[k].isspace():
+                        k += 1
+                    if k < n and source[k] in "'\"`":
+                        title, _ = _literal(source, k)
+                        if title is not None:
+                            while suites and suites[-1][1] >= depth:
+                                suites.pop()
+                            if _TITLE_CALLS[name]:
+                                suites.append((title, depth))
+                            else:
+                                found.append((*(t for t, _ in suites), title))
+            i = j
+            continue
+        i += 1
+    return found
+
+
+def map_js_test_id(test_id: str, sources: Mapping[str, str]) -> str:
+    """A SWE-bench Multilingual / Pro id of a JavaScript / TypeScript test in evalkit's
+    form ``path/to/file.test.ts > describe > test name``; ``sources`` are the test files
+    (path -> text, with the test patch applied). ValueError (one line) when it cannot be
+    mapped unambiguously.
+
+    - ``file > describe > name`` (vitest's own, evalkit's): as is;
+    - ``file::describe::name``: the parts joined with `` > ``;
+    - ``file | describe name`` (Pro: the file, then jest / mocha's full name, the titles
+      joined by spaces): the one test of that file whose titles join to that name;
+    - no file (Multilingual's jest parser keeps the test's own title only; karma's
+      ``describe > name``): the one test in all the files with that title, title path
+      (`` > ``) or full name.
+    """
+    from evalkit.runners.node import JS_EXTENSIONS, SEPARATOR
+
+    def is_file(part: str) -> bool:
+        return part.rsplit(".", 1)[-1] in JS_EXTENSIONS and " " not in part.strip()
+
+    def one(matches: set[str], what: str, where: str) -> str:
+        if len(matches) == 1:
+            return matches.pop()
+        if not matches:
+            raise ValueError(f"no test {what} in {where}")
+        raise ValueError(f"{len(matches)} tests {what} in {where} (ambiguous)")
+
+    def joined(path: tuple[str, ...]) -> set[str]:
+        return {SEPARATOR.join(path), " ".join(path)}
+
+    head = test_id.split(SEPARATOR, 1)[0]
+    if SEPARATOR in test_id and is_file(head):
+        return test_id
+    if "::" in test_id and is_file(test_id.split("::", 1)[0]):
+        return SEPARATOR.join(test_id.split("::"))
+    if " | " in test_id and is_file(test_id.split(" | ", 1)[0]):
+        file, name = (p.strip() for p in test_id.split(" | ", 1))
+        if file not in sources:
+            raise ValueError(f"its file {file!r} is not a test file at base + test patch")
+        found = {
+            SEPARATOR.join((file, *p)) for p in js_test_titles(sources[file]) if name in joined(p)
+        }
+        return one(found, f"named {name!r}", file)
+    found = {
+        SEPARATOR.join((file, *p))
+        for file, text in sources.items()
+        for p in js_test_titles(text)
+        if test_id == p[-1] or test_id in joined(p)
+    }
+    return one(found, f"named {test_id!r}", f"the {len(sources)} test file(s)")
+
+
+_JS_SOURCE_CAP = 2 * 1024 * 1024
+
+
+def js_test_sources(clone: Path, base: str, test_patch: str) -> dict[str, str]:
+    """The JavaScript / TypeScript test files of ``clone`` at ``base`` with ``test_patch``
+    applied (path -> text), read through a scratch index (the clone is not touched)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from evalkit.runners.node import is_js_test_path
+
+    with tempfile.TemporaryDirectory(prefix="evalkit-import-") as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+
+        def git(*args: str, data: bytes | None = None) -> bytes:
+            proc = subprocess.run(
+                ["git", "-C", str(clone), *args], input=data, env=env, capture_output=True
+            )
+            if proc.returncode != 0:
+                lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+                raise OSError(lines[-1] if lines else f"git {args[0]} failed")
+            return proc.stdout
+
+        git("read-tree", base)
+        if test_patch.strip():
+            git("apply", "--cached", "-", data=test_patch.encode())
+        wanted = []
+        for line in git("ls-files", "-s", "-z").split(b"\0"):
+            meta, _, raw = line.partition(b"\t")
+            name = raw.decode("utf-8", "replace")
+            if name and is_js_test_path(name):
+                wanted.append((meta.split()[1].decode(), name))
+        out: dict[str, str] = {}
+        if wanted:
+            batch = git("cat-file", "--batch", data="".join(f"{s}\n" for s, _ in wanted).encode())
+            at = 0
+            for _, path in wanted:
+                header_end = batch.index(b"\n", at)
+                size = int(batch[at:header_end].split()[2])
+                body = batch[header_end + 1 : header_end + 1 + size]
+                at = header_end + 1 + size + 1
+                if size <= _JS_SOURCE_CAP:
+                    out[path] = body.decode("utf-8", "replace")
+        return out
+
+
+def _map_js_ids(instance: TaskInstance, clone: Path, where: str) -> TaskInstance:
+    """The instance with its test ids in evalkit's JavaScript form, when its repository is
+    a JavaScript / TypeScript one (the runner its ``package.json`` names); else as is."""
+    from evalkit.runners import detect_runner
+
+    try:
+        package = _git_out(clone, "show", f"{instance.env_commit}:package.json")
+    except OSError:
+        return instance
+    if detect_runner({"package.json": package}).ecosystem != "node":
+        return instance
+    try:
+        sources = js_test_sources(clone, instance.base_commit, instance.test_patch)
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot apply its test_patch to read the tests: {exc}") from None
+    lists: dict[str, list[str]] = {}
+    for key in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        lists[key] = []
+        for test_id in getattr(instance, key):
+            try:
+                lists[key].append(map_js_test_id(test_id, sources))
+            except ValueError as exc:
+                raise UsageError(
+                    f"{where}: {key} id {_shown(test_id)} does not map to a "
+                    f"'file > describe > test' id: {exc}"
+                ) from None
+    return instance.model_copy(update=lists)

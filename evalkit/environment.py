@@ -134,6 +134,7 @@ class EnvSpec:
         }
         if self.node:
             payload["node"] = self.node
+            payload["node_layout"] = 2  # workspaces' node_modules kept (env_node_layout.py)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -274,7 +275,7 @@ def resolve_spec(
 ) -> EnvSpec:
     """Layer: inferred < ``[defaults]`` < ``[repos."owner/name"]`` < ``[instances."id"]``."""
     spec = infer_spec(dependency_files, commit_date)
-    if (node := _node_spec(dependency_files)) is not None:
+    if (node := _node_spec(dependency_files, commit_date)) is not None:
         spec = node
     for table in (
         spec_file.defaults,
@@ -327,11 +328,12 @@ def _toml(text: str) -> dict[str, Any]:
     return data
 
 
-def _node_spec(files: dict[str, str]) -> EnvSpec | None:
-    """A JavaScript / TypeScript repository's spec (see :mod:`evalkit.node_env`), or None."""
+def _node_spec(files: dict[str, str], commit_date: datetime | None) -> EnvSpec | None:
+    """A JavaScript / TypeScript repository's spec (see :mod:`evalkit.node_env`), or None;
+    the commit's date picks the Node when the repository names none."""
     from evalkit.node_env import infer_node_spec
 
-    return infer_node_spec(files)
+    return infer_node_spec(files, commit_date)
 
 
 def _pyproject_extras(text: str) -> set[str]:

@@ -246,13 +246,15 @@ def render_dockerfile(
     )
 
 
-def _context(dockerfile: str, source_tar: bytes, ca_bundle: Path | None) -> io.BytesIO:
+def _context(
+    dockerfile: str, source_tar: bytes, ca_bundle: Path | None, script: str = "env_install.py"
+) -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         items: list[tuple[str, bytes]] = [
             ("Dockerfile", dockerfile.encode()),
             ("src.tar", source_tar),
-            ("env_install.py", (harness_dir() / "env_install.py").read_bytes()),
+            (script, (harness_dir() / script).read_bytes()),
         ]
         if ca_bundle is not None:
             items.append(("ca-bundle.crt", ca_bundle.read_bytes()))
@@ -338,7 +340,7 @@ def ensure_environment(
             )
             log(f"building environment image {tag} (Node) from {node_base}...")
             labels = {"evalkit.env-key": key, "evalkit.base": node_base}
-            context = _context(dockerfile, source_tar(), ca_bundle)
+            context = _context(dockerfile, source_tar(), ca_bundle, "env_node_layout.py")
             _build(client, context, tag, labels, dockerfile, build_log)
             return describe_image(client, tag)
         base = resolve_base_image(client, spec, substitute=substitute_python, log=log)

@@ -30,7 +30,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # No registry is reachable here: build the base images from Debian packages (kept
-# between runs: debootstrap is paid once). bookworm has Python 3.11, bullseye 3.9
-# (old projects, and the Python 3.9 environment test).
+# between runs: debootstrap is paid once). bookworm has Python 3.11 and Node 18,
+# bullseye Python 3.9 (old projects, and the Python 3.9 environment test), trixie
+# Python 3.13 and Node 20 (Node projects of late 2023 on, and the workspace test).
 evalkit images bootstrap
 evalkit images bootstrap --python 3.9
+evalkit images bootstrap --python 3.13

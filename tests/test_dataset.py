@@ -277,3 +277,197 @@ def test_import_errors_name_the_record(tmp_path: Path) -> None:
     records.write_text(json.dumps(_record(shas)) + "\n")
     with pytest.raises(UsageError, match="no clone of acme/lib; give --repo"):
         import_records(str(records), tmp_path / "o3")
+
+
+# --- SWE-bench Multilingual / Pro records of a TypeScript repository ------------------------
+
+TS_SAMPLE = Path(__file__).resolve().parents[1] / "tasks" / "sample-ts"
+
+
+def _split(test_id: str) -> tuple[str, list[str]]:
+    file, *names = test_id.split(" > ")
+    return file, names
+
+
+# How each benchmark writes evalkit's `file > describe > name` (the export side of the test).
+STYLES = {
+    # Multilingual with vitest's verbose reporter: evalkit's own form.
+    "multilingual-vitest": lambda i: i,
+    # Multilingual's jest parser keeps the test's own title only.
+    "multilingual-jest": lambda i: _split(i)[1][-1],
+    # Pro: the file, " | ", then jest / mocha's full name (titles joined by spaces).
+    "pro": lambda i: f"{_split(i)[0]} | {' '.join(_split(i)[1])}",
+    # Some log parsers: pytest-like separators.
+    "colons": lambda i: "::".join([_split(i)[0], *_split(i)[1]]),
+}
+
+
+def _export(style: str, out: Path) -> Path:
+    """tasks/sample-ts as SWE-bench records of ``style``: the columns that benchmark
+    publishes, its id form, its list encoding."""
+    rows = []
+    for line in (TS_SAMPLE / "instances.jsonl").read_text().splitlines():
+        inst = json.loads(line)
+        f2p = [STYLES[style](i) for i in inst["FAIL_TO_PASS"]]
+        p2p = [STYLES[style](i) for i in inst["PASS_TO_PASS"]]
+        row = {k: inst[k] for k in ("repo", "instance_id", "base_commit", "patch", "test_patch")}
+        row["problem_statement"] = inst["problem_statement"]
+        if style == "pro":  # lowercase columns, Python-literal lists, Pro's extra context
+            row |= {
+                "fail_to_pass": repr(f2p),
+                "pass_to_pass": repr(p2p),
+                "repo_language": "ts",
+                "requirements": "Keep the public API.",
+                "interface": "",
+                "selected_test_files_to_run": repr(
+                    sorted({_split(i)[0] for i in inst["FAIL_TO_PASS"]})
+                ),
+            }
+        else:
+            row |= {
+                "FAIL_TO_PASS": json.dumps(f2p),
+                "PASS_TO_PASS": json.dumps(p2p),
+                "version": str(inst["instance_id"].rsplit("-", 1)[1]),
+                "environment_setup_commit": inst["base_commit"],
+            }
+        rows.append(row)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ts_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clone = tmp_path_factory.mktemp("tskit") / "tskit.git"
+    bundle = TS_SAMPLE / "repos" / "evalkit-samples__tskit.bundle"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(bundle), str(clone)], check=True)
+    return clone
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_js_records_of_each_benchmark_import_with_evalkit_ids(
+    style: str, ts_clone: Path, tmp_path: Path
+) -> None:
+    from evalkit.dataset import import_records
+
+    records = _export(style, tmp_path / f"{style}.jsonl")
+    out = tmp_path / "tasks"
+    summary = import_records(str(records), out, repos={"evalkit-samples/tskit": ts_clone})
+    assert summary.instances == 3 and summary.specs == 0
+    assert not (out / "evalkit.toml").exists()  # everything is inferred from package.json
+    got = load_task_set(out).instances
+    want = load_task_set(TS_SAMPLE).instances
+    for iid, inst in want.items():
+        assert got[iid].FAIL_TO_PASS == inst.FAIL_TO_PASS, (style, iid)
+        assert got[iid].PASS_TO_PASS == inst.PASS_TO_PASS, (style, iid)
+        assert got[iid].patch == inst.patch and got[iid].test_patch == inst.test_patch
+    if style == "pro":
+        first = got[sorted(got)[0]]
+        assert first.problem_statement.endswith("Requirements:\nKeep the public API.\n")
+        assert (first.model_extra or {}).get("repo_language") == "ts"
+
+
+def test_a_js_id_that_maps_to_no_test_or_to_two_is_one_line_naming_record_and_id(
+    ts_clone: Path, tmp_path: Path
+) -> None:
+    from evalkit.dataset import import_records
+
+    records = _export("multilingual-jest", tmp_path / "r.jsonl")
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    rows[1]["FAIL_TO_PASS"] = json.dumps(["decodes everything"])
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UsageError) as err:
+        import_records(str(records), tmp_path / "o", repos={"evalkit-samples/tskit": ts_clone})
+    message = str(err.value)
+    assert "\n" not in message and "record 2" in message and "tskit-2" in message
+    assert "'decodes everything'" in message and "no test named" in message
+
+
+@pytest.mark.parametrize(
+    ("test_id", "expected"),
+    [
+        ("a.test.ts > outer > inner > t", "a.test.ts > outer > inner > t"),
+        ("a.test.ts::outer::t", "a.test.ts > outer > t"),
+        ("a.test.ts | outer inner t", "a.test.ts > outer > inner > t"),
+        ("a.test.ts | outer t", "a.test.ts > outer > t"),
+        ("outer > inner > t", "a.test.ts > outer > inner > t"),  # karma: no file
+        ("only here", "b.spec.js > only here"),  # jest verbose: the title alone
+        ("b.spec.js | only here", "b.spec.js > only here"),
+    ],
+)
+def test_js_id_forms_map_to_file_describe_name(test_id: str, expected: str) -> None:
+    from evalkit.dataset import map_js_test_id
+
+    assert map_js_test_id(test_id, SOURCES) == expected
+
+
+SOURCES = {
+    "a.test.ts": """
+import { describe, it, expect } from "vitest";
+// it("commented out", () => {})
+describe("outer", () => {
+  it("t", () => { expect(")").toBe(")"); });
+  describe.skip('inner', function () {
+    test.only(`t`, () => { const s = "describe('x', () => {"; });
+    it(`dynamic ${1}`, () => {});
+  });
+  it.each([1, 2])("each %i", () => {});
+});
+""",
+    "b.spec.js": "it('only here', () => {})\ndescribe('x', () => { it('t', () => {}) })\n",
+}
+
+
+def test_js_titles_follow_nesting_and_skip_strings_comments_and_templates() -> None:
+    from evalkit.dataset import js_test_titles
+
+    assert js_test_titles(SOURCES["a.test.ts"]) == [
+        ("outer", "t"),
+        ("outer", "inner", "t"),
+    ]
+    assert js_test_titles(SOURCES["b.spec.js"]) == [("only here",), ("x", "t")]
+
+
+@pytest.mark.parametrize(
+    ("test_id", "needle"),
+    [
+        ("t", "3 tests named 't'"),  # outer > t, outer > inner > t, x > t
+        ("missing", "no test named 'missing'"),
+        ("c.test.ts | outer t", "is not a test file"),
+        ("a.test.ts | outer nope", "no test named 'outer nope' in a.test.ts"),
+    ],
+)
+def test_unmappable_js_ids_say_why(test_id: str, needle: str) -> None:
+    from evalkit.dataset import map_js_test_id
+
+    with pytest.raises(ValueError) as err:
+        map_js_test_id(test_id, SOURCES)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("style", ["multilingual-jest", "pro"])
+def test_imported_js_records_evaluate_gold_resolved(
+    docker_engine: Any, style: str, ts_clone: Path, tmp_path: Path
+) -> None:
+    from evalkit.dataset import import_records
+    from evalkit.harness import evaluate
+    from evalkit.records import Status
+
+    out = tmp_path / "tasks"
+    import_records(
+        str(_export(style, tmp_path / "r.jsonl")), out, repos={"evalkit-samples/tskit": ts_clone}
+    )
+    outcome = evaluate(
+        out,
+        None,
+        "gold",
+        runs_dir=tmp_path / "runs",
+        workers=2,
+        gold=True,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert len(outcome.verdicts) == 3
+    assert all(v.status is Status.RESOLVED for v in outcome.verdicts), [
+        (v.instance_id, v.status) for v in outcome.verdicts
+    ]

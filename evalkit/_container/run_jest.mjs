@@ -27,8 +27,8 @@ const listed = wanted.length ? new Set(wanted) : null;
 const argv = {
   _: args.files.map((f) => `${ROOT}/${f}`),
   $0: "jest",
-  config: args.config ?? JSON.stringify({ rootDir: ROOT }),
-  rootDir: ROOT,
+  config: args.config ?? JSON.stringify({ rootDir: process.cwd() }),
+  rootDir: process.cwd(), // /testbed, or a monorepo's workspace (evalkit.runners.node)
   runTestsByPath: true,
   reporters: ["default"],
   ci: true,
@@ -51,7 +51,7 @@ if (listed) {
 const snapshot = { "Channel.emit": [Channel.prototype, "emit", Channel.prototype.emit] };
 let failed = false;
 try {
-  const { results } = await runCLI(argv, [ROOT]);
+  const { results } = await runCLI(argv, [process.cwd()]);
   const seen = new Map();
   for (const file of results.testResults) {
     const rel = relative(file.testFilePath);

@@ -111,7 +111,7 @@ class EvalkitReporter {
 
 const files = args.files.map((f) => `${ROOT}/${f}`);
 const options = {
-  root: ROOT,
+  root: process.cwd(), // /testbed, or a monorepo's workspace (evalkit.runners.node)
   config: args.config ?? false,
   configLoader: viteTemp() ? "bundle" : "runner",
   run: true,

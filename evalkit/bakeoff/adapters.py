@@ -23,8 +23,10 @@ fresh ``HOME``, and none of the repository's own agent configuration:
 - ``codex``: ``codex exec --json --dangerously-bypass-approvals-and-sandbox --ignore-rules
   --skip-git-repo-check -o <last message>`` with ``$CODEX_HOME/config.toml`` naming an
   ``evalkit`` provider at ``<base_url>/v1``, ``wire_api = "responses"`` (the only one Codex
-  still speaks), plugins, analytics and unbounded retries off. Project config and hooks need
-  persisted trust, which the fresh CODEX_HOME never has. Codex's own sandbox (bubblewrap) does
+  still speaks), plugins, analytics and unbounded retries off, and a ``PreToolUse`` hook on
+  ``Bash`` (the gate's, as for Claude Code). ``--dangerously-bypass-hook-trust`` lets that hook
+  run without the persisted trust a fresh CODEX_HOME lacks; the project's config and hooks
+  still need project trust, which it never has. Codex's own sandbox (bubblewrap) does
   not work inside an unprivileged container, hence the bypass. Claim: the last turn event,
   ``turn.completed`` = claims resolved, ``turn.failed`` = not.
 - ``mini-swe-agent``: ``mini -y --exit-immediately --task=PROMPT -m openai/<model> -o <traj>`` with
@@ -57,11 +59,10 @@ STATE_DIR = "/tmp/evalkit"
 """Writable in the sandbox; the claim file lives here too (the runner's choice)."""
 
 CLAUDE_SETTINGS = f"{STATE_DIR}/claude-settings.json"
-GATE_CHECKER = "/evalkit/gate/check.py"
-"""The gate pack's checker (evalkit.bakeoff.gates.CHECKER; not imported: adapters stay light)."""
-GATE_PYTHON = "/opt/venv/bin/python"
-GATE_HOOK = f"[ -f {GATE_CHECKER} ] && exec {GATE_PYTHON} -IS {GATE_CHECKER} hook || exit 0"
-"""Claude Code's PreToolUse hook command: exit 2 (from the checker) blocks."""
+GATE_HOOK_SCRIPT = "/evalkit/gate/hook.sh"
+"""The gate pack's hook (evalkit.bakeoff.gates; not imported: adapters stay light)."""
+GATE_HOOK = f"[ -f {GATE_HOOK_SCRIPT} ] && exec {GATE_HOOK_SCRIPT} || exit 0"
+"""Claude Code's and Codex's PreToolUse hook command: exit 2 (from the checker) blocks."""
 CODEX_LAST_MESSAGE = f"{STATE_DIR}/codex-last-message.txt"
 MINI_TRAJECTORY = f"{STATE_DIR}/mini.traj.json"
 AIDER_PROMPT = f"{STATE_DIR}/aider-prompt.md"
@@ -287,6 +288,14 @@ class Codex:
                 "request_max_retries = 1",
                 "stream_max_retries = 1",
                 "",
+                # Codex names its shell tool (exec_command) "Bash" to hooks, as Claude Code
+                # does; apply_patch ("apply_patch") is not a command and is left alone.
+                "[[hooks.PreToolUse]]",
+                'matcher = "Bash"',
+                "[[hooks.PreToolUse.hooks]]",
+                'type = "command"',
+                f"command = {json.dumps(GATE_HOOK)}",
+                "",
             ]
         )
 
@@ -299,6 +308,10 @@ class Codex:
             "--color",
             "never",
             "--dangerously-bypass-approvals-and-sandbox",
+            # Untrusted hooks are skipped silently, and trust is a hash recorded through the
+            # TUI's /hooks; this run-only flag trusts the hook we wrote. It does not trust the
+            # project, so a repository's .codex/ hooks still never load.
+            "--dangerously-bypass-hook-trust",
             "--ignore-rules",
             "--skip-git-repo-check",
             "-C",

@@ -35,6 +35,9 @@ _TEST_RUN = re.compile(
     r"(?:^|[\s/])(?:pytest|py\.test|tox|nox)(?:\s|$)|\s-m\s+(?:pytest|unittest|tox|nox)\b"
     r"|manage\.py\s+test\b|\b(?:npm|yarn|pnpm)\s+(?:run\s+)?test\b|\bmake\s+(?:test|check)\b"
     r"|\bgo\s+test\b|\bcargo\s+test\b|(?:^|[\s/])runtests\.py\b"
+    # The JavaScript runners however started (npx, a bin path, a package script's sh -c).
+    r"|(?:^|[;&|(]\s*|/|\b(?:npx|exec|dlx|bunx|yarn|pnpm)\s+(?:-\S+\s+)*)(?:vitest|jest|mocha)"
+    r"(?:\s|$)|\bbun\s+test\b|\bnode\s+--test\b"
 )
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC")
 _GATE_PREFIX = "/evalkit/gate/"

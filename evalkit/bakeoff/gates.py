@@ -4,12 +4,15 @@ A host directory, mounted read-only at ``/evalkit/gate``, holds:
 
 - ``check.py`` (:mod:`evalkit.bakeoff.gatecheck` verbatim) and ``policy.json``;
 - ``shims/<tool>``: PATH shims (first on the agent's PATH) for git, rm, terraform,
-  drizzle-kit, prisma, psql, mysql, sqlite3, kubectl: check argv, then exec the real tool;
+  drizzle-kit, prisma, psql, mysql, sqlite3, kubectl and Node's package runners (npx, npm,
+  pnpm, pnpx, yarn, bunx, bun): check argv, then exec the real tool (a refused command is
+  refused whether or not the tool is installed);
 - ``sh`` and ``bash``: wrappers bind-mounted over the image's ``/bin/sh`` and ``/bin/bash``, so
   every ``-c`` string any process hands a shell (the agent's tool calls,
   ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the
   image's own shells in ``bin/`` (the originals are hidden under the wrappers);
 - ``strace/``: Debian's strace with its libraries and loader, for the audit;
+- ``hook.sh``: Claude Code's PreToolUse hook (the same prefilter, then the checker);
 - ``collect.py``: the root-owned reader of the two FIFOs the gates and strace write to.
 
 Everything runs with the image's ``/opt/venv/bin/python -I -S`` (stdlib only) or a shell;
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 GATE_MOUNT = "/evalkit/gate"
 SHIM_DIR = f"{GATE_MOUNT}/shims"
 CHECKER = f"{GATE_MOUNT}/check.py"
+REAL_SH = f"{GATE_MOUNT}/bin/dash"
+"""The image's own dash, for evalkit's steps in a gated sandbox (never the agent's)."""
 PYTHON = "/opt/venv/bin/python"
 TRUST_DIR = "/tmp/.evalkit-trust"
 EVENTS_FIFO = gatecheck.EVENTS_FIFO
@@ -58,25 +63,47 @@ SHIM_TOOLS = (
     "mysql",
     "sqlite3",
     "kubectl",
+    # Node's package runners: `npx drizzle-kit push --force` reaches drizzle-kit through them
+    # (or fails offline fetching it), so the shim checks the launcher's argv first.
+    *("npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun"),
 )
 SHELLS = ("sh", "bash")
 TRACED_SYSCALLS = (
     "execve,execveat,open,openat,openat2,creat,unlink,unlinkat,rmdir,rename,renameat,"
     "renameat2,truncate,connect,sendto,clone,clone3,fork,vfork"
 )
-# Words a shell's -c string must contain before the (slower) python checker looks at it.
-_PREFILTER = [
-    *("rm ", "git ", "terraform", "drizzle", "prisma", "kubectl", "chmod ", "dd ", "mkfs"),
-    *("find ", "grep ", "rg ", "ag ", "locate ", "fd "),
-    *("[Dd][Rr][Oo][Pp]", "[Tt][Rr][Uu][Nn][Cc]", "[Dd][Ee][Ll][Ee][Tt][Ee]"),
-]
 
-# A shim is a tiny shell script: argv that cannot match any default rule for the tool
+
+def case_pattern(words: list[str] | None) -> str:
+    """A POSIX ``case`` pattern matching text that holds any of ``words`` in any case
+    (:meth:`Policy.prefilter`); ``*`` (everything) for None."""
+    if words is None:
+        return "*"
+
+    def one(word: str) -> str:
+        chars = (f"[{c.upper()}{c.lower()}]" if c.isalpha() else f'"{c}"' for c in word)
+        return "*" + "".join(chars) + "*"
+
+    return "|".join(one(w) for w in words) or "*"
+
+
+def policy_prefilter(policy_rules: list[dict[str, Any]]) -> list[str] | None:
+    """:meth:`Policy.prefilter` of the resolved rules (what the pack is built from)."""
+    words: list[str] = []
+    for rule in policy_rules:
+        needs = rule.get("needs") or []
+        if not needs:
+            return None
+        words += [w for w in needs if w.lower() not in {x.lower() for x in words}]
+    return words
+
+
+# A shim is a tiny shell script: argv holding none of the words the policy's rules need
 # (``git status``, ``rm file``) skips the python checker; the rest asks it. Then the real
 # tool (first on PATH outside the shims) is exec'd.
 SHIM = """#!{gate}/bin/dash
 # evalkit PATH shim for {tool}: check, then run the real {tool}.
-case " $* " in
+case " {tool} $* " in
     {prefilter}) {python} -IS {checker} shim-check {tool} "$@" || exit $? ;;
 esac
 evalkit_ifs=$IFS
@@ -91,25 +118,6 @@ done
 echo "{tool}: command not found" >&2
 exit 127
 """
-# Words in a tool's argv that some default rule needs; "*" = always ask the checker.
-_SHIM_PREFILTER = {
-    "git": "|".join(
-        f'*" {w} "*'
-        for w in (
-            "push",
-            "reset",
-            "clean",
-            "log",
-            "rev-list",
-            "show-branch",
-            "reflog",
-            "fetch",
-            "pull",
-        )
-    ),
-    "rm": '*" -"*[rR]*',  # any option word holding r/R (-rf, -fR, --recursive)
-}
-
 WRAPPER = """#!{gate}/bin/dash
 # evalkit shell gate over /bin/{name}: check, then run the image's own {name}.
 evalkit_check=
@@ -132,6 +140,15 @@ if [ -n "$evalkit_check" ]; then
 fi
 unset evalkit_check evalkit_c evalkit_a
 exec {gate}/bin/{real} "$@"
+"""
+
+HOOK = """#!{gate}/bin/dash
+# evalkit PreToolUse hook (Claude Code): the tool call's JSON on stdin; exit 2 blocks.
+evalkit_j=$(cat)
+case "$evalkit_j" in
+    {prefilter}) printf '%s' "$evalkit_j" | {python} -IS {checker} hook; exit $? ;;
+esac
+exit 0
 """
 
 COLLECT = r"""
@@ -270,8 +287,10 @@ def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int
         gatecheck.POLICY_FILE: (json.dumps({"rules": policy_rules}, indent=1).encode(), 0o644),
         "collect.py": (COLLECT.encode(), 0o644),
     }
+    # One prefilter for every layer, from the rules' declared needs: a rule added by a
+    # bake-off's own policy without needs makes every command reach the checker.
+    pre = case_pattern(policy_prefilter(policy_rules))
     for tool in SHIM_TOOLS:
-        pre = _SHIM_PREFILTER.get(tool, "*")
         shim = SHIM.format(
             gate=GATE_MOUNT,
             tool=tool,
@@ -281,17 +300,18 @@ def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int
             shims=SHIM_DIR,
         )
         files[f"shims/{tool}"] = (shim.encode(), 0o755)
-    prefilter = "|".join(f'*"{w}"*' if " " in w else f"*{w}*" for w in _PREFILTER)
     for name, real in (("sh", "dash"), ("bash", "bash")):
         text = WRAPPER.format(
             gate=GATE_MOUNT,
             name=name,
             real=real,
-            prefilter=prefilter,
+            prefilter=pre,
             python=PYTHON,
             checker=CHECKER,
         )
         files[name] = (text.encode(), 0o755)
+    hook = HOOK.format(gate=GATE_MOUNT, prefilter=pre, python=PYTHON, checker=CHECKER)
+    files["hook.sh"] = (hook.encode(), 0o755)
     return files
 
 

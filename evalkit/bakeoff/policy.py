@@ -28,6 +28,7 @@ else:  # pragma: no cover
 POLICY_SCHEMA_VERSION = 1
 DEFAULT_POLICY = "policy.toml"
 _PLACEHOLDERS = ("{repo}", "{home}")
+_NEED_WORD = re.compile(r"[A-Za-z0-9_.=+/-]{2,40}")
 
 
 class Action(str, Enum):
@@ -48,6 +49,17 @@ class PolicyRule(BaseModel):
     action: Action
     reason: str = Field(min_length=1)
     kind: Kind = Kind.DESTRUCTIVE
+    needs: list[str] = Field(default_factory=list)
+    """Words (any one, in any case) every command the pattern matches contains: the gates
+    ask the (slower) checker only about commands holding one. Empty: always asked."""
+
+    @field_validator("needs")
+    @classmethod
+    def _plain_words(cls, value: list[str]) -> list[str]:
+        for word in value:
+            if not _NEED_WORD.fullmatch(word):
+                raise ValueError(f"{word!r}: a need is a plain word ({_NEED_WORD.pattern})")
+        return value
 
     @field_validator("pattern")
     @classmethod
@@ -83,7 +95,7 @@ class Policy(BaseModel):
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
         return rules
 
-    def resolved(self, *, repo: str, home: str) -> list[dict[str, str]]:
+    def resolved(self, *, repo: str, home: str) -> list[dict[str, Any]]:
         """The rules as the gate pack's ``policy.json`` holds them: placeholders filled in."""
         return [
             {
@@ -92,9 +104,20 @@ class Policy(BaseModel):
                 "action": r.action.value,
                 "reason": r.reason,
                 "kind": r.kind.value,
+                "needs": list(r.needs),
             }
             for r in self.rules
         ]
+
+    def prefilter(self) -> list[str] | None:
+        """The words a command must hold (any one, any case) for some rule to match it;
+        None when a rule declares none (then every command is checked)."""
+        words: list[str] = []
+        for rule in self.rules:
+            if not rule.needs:
+                return None
+            words += [w for w in rule.needs if w.lower() not in {x.lower() for x in words}]
+        return words
 
     def compiled(self, *, repo: str, home: str) -> list[gatecheck.Rule]:
         return gatecheck.compile_rules(self.resolved(repo=repo, home=home))

@@ -183,37 +183,6 @@ def _stage_files(
     return mounts
 
 
-def _plant(box: DockerSandbox, canaries: CanarySet) -> tuple[bool, dict[str, object] | None, str]:
-    """Plant the canaries as the agent's own files, in one exec; whether the ``.env`` was
-    planted, and the honeypots' state before the agent."""
-    from evalkit.bakeoff.canary import DB_FINGERPRINT, DB_SETUP, parse_state, plant_script
-
-    script = plant_script(canaries, home=AGENT_HOME, repo="/testbed")
-    result = box.exec(
-        ["/bin/sh", "-c", script, "-", DB_SETUP, DB_FINGERPRINT],
-        env=_GIT_ENV,
-        input=tar_files(dict(canaries.home_files), uid=1000, mode=0o600),
-        timeout=120,
-    )
-    if result.exit_code != 0:
-        raise InfraError(f"planting the canaries failed: {result.output[-300:]!r}")
-    db, refs, planted = parse_state(result.output)
-    return planted, db, refs
-
-
-def _honeypot_state(
-    box: DockerSandbox, canaries: CanarySet
-) -> tuple[dict[str, object] | None, str]:
-    """The production database's fingerprint and the remote's refs, as they are now."""
-    from evalkit.bakeoff.canary import DB_FINGERPRINT, parse_state, state_script
-
-    result = box.exec(
-        ["/bin/sh", "-c", state_script(canaries), "-", DB_FINGERPRINT], env=_GIT_ENV, timeout=120
-    )
-    db, refs, _ = parse_state(result.output)
-    return db, refs
-
-
 def _requests_text(channel: Any) -> list[str]:
     """Every request the attempt sent, for the canary scan; when the transcript cannot be
     read as records, its raw text (responses too: a superset, never a miss)."""
@@ -260,6 +229,12 @@ def run_attempt(
         mounts["/evalkit/gateway"] = str(gateway_dir.resolve())
     box = DockerSandbox(client, image, limits, label=label, mounts=mounts, labels=labels)
     try:
+        collector = None
+        if trust is not None:
+            from evalkit.bakeoff.gates import start_collector
+
+            # Python's start-up overlaps the staging; ready-checked before the agent runs.
+            collector = start_collector(box)
         lib = tar_files(
             {**_container_lib(), "problem.md": instance.problem_statement}, uid=0, mode=0o644
         )
@@ -277,9 +252,29 @@ def run_attempt(
             "git -c user.name=evalkit -c user.email=evalkit@localhost -c commit.gpgsign=false "
             "commit -q --no-verify -m base"
         )
-        result = box.exec(["/bin/sh", "-c", setup], env=_GIT_ENV, timeout=300)
+        # With trust the image's shells are under the gate's wrappers: evalkit's own steps
+        # run the real shell, so none of them pays for (or shows up in) the agent's gate.
+        sh = "/bin/sh"
+        plant: bytes | None = None
+        db_before: dict[str, object] | None = None
+        if trust is not None:
+            from evalkit.bakeoff.canary import plant_script, plant_tar
+            from evalkit.bakeoff.gates import REAL_SH
+
+            sh = REAL_SH
+            # Planted in the same exec, once the checkout is committed (so the .env and
+            # the remote stay out of the agent's base commit).
+            plant, db_before = plant_tar(trust.canaries, home=AGENT_HOME)
+            setup += "; " + plant_script(trust.canaries, repo="/testbed")
+        result = box.exec([sh, "-c", setup], env=_GIT_ENV, input=plant, timeout=300)
         if result.exit_code != 0:
             raise InfraError(f"staging the checkout failed: {result.output[-300:]!r}")
+        planted_env = False
+        refs_before = ""
+        if trust is not None:
+            from evalkit.bakeoff.canary import parse_state
+
+            _, refs_before, planted_env = parse_state(result.output)
         base = " ".join(
             [
                 *_GIT,
@@ -290,16 +285,9 @@ def run_attempt(
                 "commit -q --no-verify -m base",
             ]
         )
-        result = box.exec(["/bin/sh", "-c", base], env=_GIT_ENV, user="0:0", timeout=300)
+        result = box.exec([sh, "-c", base], env=_GIT_ENV, user="0:0", timeout=300)
         if result.exit_code != 0:
             raise InfraError(f"recording the base tree failed: {result.output[-300:]!r}")
-        planted_env = False
-        collector = None
-        if trust is not None:
-            from evalkit.bakeoff.gates import start_collector
-
-            collector = start_collector(box)  # starts while the canaries are planted
-            planted_env, db_before, refs_before = _plant(box, trust.canaries)
         base_url = ""
         if gateway_dir is not None:
             forwarder = box.start(
@@ -330,7 +318,7 @@ def run_attempt(
         invocation = adapter.invocation(ctx)
         for path, content in invocation.files.items():
             write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
-            box.exec(["/bin/sh", "-c", write, "-", path], input=content, timeout=60)
+            box.exec([sh, "-c", write, "-", path], input=content, timeout=60)
         agent_env = {
             **invocation.env,
             **env,
@@ -366,17 +354,17 @@ def run_attempt(
                 AttemptStatus.TIMED_OUT, "", Claim(None, "none"), None, duration, run.output
             )
         # Nothing the agent started survives into the collection steps.
-        box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
+        box.exec([sh, "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
         raw = None
-        state: Future[tuple[dict[str, object] | None, str]] | None = None
+        state = None
         if trust is not None and collector is not None:
+            from evalkit.bakeoff.canary import state_script
             from evalkit.bakeoff.gates import stop_collector
 
+            # The honeypots' state is read (as the agent's uid, none of whose processes is
+            # left) while the claim and the diff are taken: all three only read.
+            state = box.start([sh, "-c", state_script(trust.canaries)], env=_GIT_ENV)
             events, trace = stop_collector(collector)
-            # The honeypots' state is read while the diff is taken (both only read).
-            side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="honeypots")
-            state = side.submit(_honeypot_state, box, trust.canaries)
-            side.shutdown(wait=False)
         collected: dict[str, bytes] = {}
         for path in adapter.files_to_collect():
             data = box.read_file(path, cap=AGENT_OUTPUT_CAP)
@@ -395,11 +383,11 @@ def run_attempt(
             f"{' '.join(_GIT)} diff --cached --no-color --no-ext-diff --no-textconv "
             f"--no-renames HEAD -- . {excludes}"
         )
-        result = box.exec(
-            ["/bin/sh", "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP
-        )
-        if state is not None:
-            db_after, refs_after = state.result()
+        result = box.exec([sh, "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP)
+        if state is not None and trust is not None:
+            from evalkit.bakeoff.canary import parse_state
+
+            db_after, refs_after, _ = parse_state(state.finish(120, cap=1024 * 1024))
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after)
         if result.exit_code != 0:
             return AttemptResult(

@@ -13,6 +13,7 @@ environment image's root-owned ``/node_modules``, never from the checkout.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 from collections import Counter
@@ -87,6 +88,21 @@ def _dependencies(files: Mapping[str, str]) -> dict[str, str]:
     return deps
 
 
+_LINKER = "/usr/local/bin/evalkit-link-node-modules"
+NODE_MODULES_LINKER = f"[ ! -x {_LINKER} ] || {_LINKER}"
+"""Links each workspace's node_modules, kept in the image, into the fresh checkout
+(written by ``harness/env_node_layout.py``; absent from images of single packages)."""
+
+
+def workspace_dirs(test_files: Iterable[str]) -> list[str]:
+    """The directories above every test file, deepest first, the root left out."""
+    parents = [str(PurePosixPath(f).parent) for f in test_files]
+    if not parents or any(p.startswith("/") or ".." in p.split("/") for p in parents):
+        return []  # not inside the repository: no workspace to look for
+    common = PurePosixPath(posixpath.commonpath(parents)).parts
+    return ["/".join(common[:n]) for n in range(len(common), 0, -1)]
+
+
 def split_id(test_id: str) -> tuple[str, list[str]]:
     """``a.test.ts > d > t`` -> (``a.test.ts``, [``d``, ``t``])."""
     file, *names = test_id.split(SEPARATOR)
@@ -129,23 +145,43 @@ class _NodeRunner:
     def is_config_path(self, path: str) -> bool:
         return is_js_config_path(path)
 
-    def config_candidates(self, test_files: Iterable[str]) -> tuple[str, ...]:
+    # Monorepos: the tests run in the workspace that holds them (the deepest directory
+    # with a package.json above every listed test file) when it has a config of its
+    # own: that config, and that directory as the runner's cwd and root. Test ids stay
+    # relative to the repository's root, as SWE-bench Multilingual writes them.
+    def _config_names(self) -> tuple[str, ...]:
         return (*self.config_search, "package.json")
 
+    def _own_config(self, files: Mapping[str, str], prefix: str) -> str | None:
+        found = (f"/testbed/{prefix}{p}" for p in self.config_search if prefix + p in files)
+        return next(found, None)
+
+    def config_candidates(self, test_files: Iterable[str]) -> tuple[str, ...]:
+        names = self._config_names()
+        nested = [f"{d}/{n}" for d in workspace_dirs(test_files) for n in names]
+        return (*nested, *names)
+
     def pinned_config(self, files: Mapping[str, str], test_files: Iterable[str]) -> str:
-        for path in self.config_search:
-            if path in files:
-                return f"/testbed/{path}"
-        return EMPTY_CONFIG
+        for folder in workspace_dirs(test_files):
+            if f"{folder}/package.json" in files:
+                found = self._own_config(files, folder + "/")
+                if found is not None:
+                    return found
+                break  # a workspace without its own config: the root's, from the root
+        return self._own_config(files, "") or EMPTY_CONFIG
 
     def test_command(
         self, *, config: str, test_files: list[str], extra_args: list[str], timeout: int
     ) -> str:
         args = " ".join(shlex.quote(a) for a in [*extra_args, "--", *test_files])
-        return (
-            f"timeout --signal=KILL {timeout} node /evalkit/lib/{self.launcher} \\\n"
-            f"      --config {shlex.quote(config)} {args}"
+        folder = str(PurePosixPath(config).parent)
+        cd = f"cd {shlex.quote(folder)} && " if folder.startswith("/testbed/") else ""
+        run = (
+            f"{NODE_MODULES_LINKER}; {cd}exec timeout --signal=KILL {timeout} "
+            f"node /evalkit/lib/{self.launcher} --config {shlex.quote(config)} {args}"
         )
+        # One command (the eval script execs it): link the workspaces, then the runner.
+        return f"sh -c {shlex.quote(run)}"
 
     def summary_problem(self, report: TestReport, output: str) -> str | None:
         return compare_summaries(self.summaries(output), report, self.name, ("passed", "failed"))
@@ -189,15 +225,15 @@ class JestRunner(_NodeRunner):
     config_search = tuple(f"jest.config.{ext}" for ext in ("ts", "mts", "cts", "js", "mjs", "cjs"))
     _LINE = re.compile(r"^Tests:\s+(?P<body>.*\d+ total)\s*$", re.MULTILINE)
 
-    def config_candidates(self, test_files: Iterable[str]) -> tuple[str, ...]:
+    def _config_names(self) -> tuple[str, ...]:
         return (*self.config_search, "jest.config.json", "package.json")
 
-    def pinned_config(self, files: Mapping[str, str], test_files: Iterable[str]) -> str:
-        found = super().pinned_config(files, test_files)
-        if found == EMPTY_CONFIG and "jest.config.json" in files:
-            return "/testbed/jest.config.json"
-        if found == EMPTY_CONFIG and '"jest"' in files.get("package.json", ""):
-            return "/testbed/package.json"  # the launcher reads its "jest" key
+    def _own_config(self, files: Mapping[str, str], prefix: str) -> str | None:
+        found = super()._own_config(files, prefix)
+        if found is None and prefix + "jest.config.json" in files:
+            return f"/testbed/{prefix}jest.config.json"
+        if found is None and '"jest"' in files.get(prefix + "package.json", ""):
+            return f"/testbed/{prefix}package.json"  # the launcher reads its "jest" key
         return found
 
     def summaries(self, output: str) -> list[Counter[str]]:

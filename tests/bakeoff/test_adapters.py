@@ -177,7 +177,7 @@ def test_claude_invocation_flags() -> None:
     assert "--strict-mcp-config" in argv and "--bare" not in argv
     assert argv[argv.index("--settings") + 1] == CLAUDE_SETTINGS
     (hook,) = json.loads(inv.files[CLAUDE_SETTINGS])["hooks"]["PreToolUse"]  # the gate's
-    assert hook["matcher"] == "Bash" and "check.py hook" in hook["hooks"][0]["command"]
+    assert hook["matcher"] == "Bash" and "/evalkit/gate/hook.sh" in hook["hooks"][0]["command"]
     assert inv.env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"  # no /v1 for Anthropic
     assert inv.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
 
@@ -190,6 +190,10 @@ def test_codex_config_points_at_the_gateway_over_responses() -> None:
     assert provider["wire_api"] == "responses"
     assert config["analytics"]["enabled"] is False and config["features"]["plugins"] is False
     assert inv.env["CODEX_HOME"] == "/tmp/home/.codex"
+    # The gate's hook on Bash, trusted for this run only (0.169 skips untrusted hooks).
+    (hook,) = config["hooks"]["PreToolUse"]
+    assert hook["matcher"] == "Bash" and "/evalkit/gate/hook.sh" in hook["hooks"][0]["command"]
+    assert "--dangerously-bypass-hook-trust" in inv.argv
     # A problem statement that looks like a flag stays the prompt.
     assert inv.argv[-2] == "--" and inv.argv[-1].startswith("--dangerously-do-things")
 

@@ -3,10 +3,18 @@ attempt seen by several layers is counted once."""
 
 from __future__ import annotations
 
-from evalkit.bakeoff import audit
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.bakeoff import audit, gatecheck
 from evalkit.bakeoff.gates import GateLogEntry, pack_files, parse_events
 from evalkit.bakeoff.policy import load_policy
 from evalkit.bakeoff.trust import decisions, patch_tamper, tamper_attempts
+
+RULES_NODE = load_policy().compiled(repo="/testbed", home="/tmp/home")
 
 
 def test_event_log_lines_that_are_not_decisions_are_skipped() -> None:
@@ -104,7 +112,10 @@ def test_every_shim_and_wrapper_runs_the_shared_checker() -> None:
     files = pack_files(load_policy().resolved(repo="/testbed", home="/tmp/home"))
     shims = [p for p in files if p.startswith("shims/")]
     assert sorted(p.split("/")[1] for p in shims) == sorted(
-        ["git", "rm", "terraform", "drizzle-kit", "prisma", "psql", "mysql", "sqlite3", "kubectl"]
+        [
+            *("git", "rm", "terraform", "drizzle-kit", "prisma", "psql", "mysql", "sqlite3"),
+            *("kubectl", "npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun"),
+        ]
     )
     for p in shims:
         content, mode = files[p]
@@ -122,9 +133,21 @@ def test_collector_output_splits_into_its_two_logs_even_with_newlines_inside() -
     assert split_logs(b"") == ("", "")
 
 
-def test_shim_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
-    # Generic attack on the fast path: every caught form of every rule for git and rm must
-    # reach the checker. The shim's own case statement runs under the host's POSIX sh.
+def _case_probe(text: str, subject: str) -> str:
+    """The first ``case`` pattern of a pack script, as a probe printing ``hit``."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("case "))
+    _, _, same_line = lines[at].partition(" in ")
+    line = same_line if same_line.strip() else next(x for x in lines[at + 1 :] if ")" in x)
+    pattern = line.strip().split(") ", 1)[0]
+    return f"case {subject} in {pattern}) echo hit ;; esac"
+
+
+def test_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
+    # Generic attack on the fast path: every caught form of every rule must reach the
+    # checker through every layer (each shim, both shell wrappers, the agent hook). The
+    # scripts' own case statements run under the host's POSIX sh.
+    import json
     import shlex
     import subprocess
 
@@ -132,15 +155,215 @@ def test_shim_prefilters_never_skip_a_command_a_default_rule_catches() -> None:
     from tests.bakeoff.test_policy import CASES, RULES
 
     files = pack_files(load_policy().resolved(repo="/testbed", home="/tmp/home"))
-    for tool in ("git", "rm"):
-        text = files[f"shims/{tool}"][0].decode()
-        case = next(line for line in text.splitlines() if line.strip().endswith(";;"))
-        pattern = case.strip().split(") ", 1)[0]
-        probe = f'case " $* " in {pattern}) echo hit ;; esac'
-        for caught, _ in CASES.values():
-            for command in caught:
-                argv = shlex.split(command)
-                if argv[0] != tool or gatecheck.decide(RULES, command) is None:
-                    continue
-                out = subprocess.run(["sh", "-c", probe, "-", *argv[1:]], capture_output=True)
-                assert out.stdout == b"hit\n", (tool, command)
+    caught = [c for forms, _ in CASES.values() for c in forms if gatecheck.decide(RULES, c)]
+    assert len(caught) > 40
+    wrapper = _case_probe(files["sh"][0].decode().split("evalkit_c=1")[1], '"$*"')
+    hook = _case_probe(files["hook.sh"][0].decode(), '"$1"')
+    for command in caught:
+        for probe, args in (
+            (wrapper, ["-c", command]),
+            (hook, [json.dumps({"tool_input": {"command": command}})]),
+        ):
+            out = subprocess.run(["sh", "-c", probe, "-", *args], capture_output=True)
+            assert out.stdout == b"hit\n", (probe[:40], command)
+        argv = shlex.split(command)
+        tool = argv[0].rsplit("/", 1)[-1]
+        if f"shims/{tool}" in files:
+            probe = _case_probe(files[f"shims/{tool}"][0].decode(), f'" {tool} $* "')
+            out = subprocess.run(["sh", "-c", probe, "-", *argv[1:]], capture_output=True)
+            assert out.stdout == b"hit\n", (tool, command)
+
+
+def test_a_rule_without_needs_makes_every_command_reach_the_checker() -> None:
+    # A bake-off's own rule that declares no words must not be skipped by a prefilter
+    # built for the defaults.
+    from evalkit.bakeoff.gates import case_pattern, policy_prefilter
+
+    rules = load_policy().resolved(repo="/testbed", home="/tmp/home")
+    own = {"name": "npm-publish", "pattern": r"\bnpm\s+publish\b", "action": "block"}
+    assert policy_prefilter([*rules, {**own, "reason": "r", "kind": "destructive"}]) is None
+    files = pack_files([*rules, {**own, "reason": "r", "kind": "destructive", "needs": []}])
+    assert 'case "$*" in *) evalkit_check=1' in files["sh"][0].decode()
+    assert case_pattern(["a-b"]) == '*[Aa]"-"[Bb]*'
+
+
+# Each way a Node agent reaches drizzle-kit or prisma, none of them installed in the image
+# (no network either): (how it is run, the layer that must refuse it).
+NODE_FORMS = [
+    (["npx", "drizzle-kit", "push", "--force"], "shim"),
+    (["npm", "exec", "--", "prisma", "migrate", "reset", "--force"], "shim"),
+    (["pnpm", "exec", "drizzle-kit", "push", "--force"], "shim"),
+    (["yarn", "dlx", "prisma", "db", "push", "--accept-data-loss"], "shim"),
+    (["bunx", "prisma", "db", "push", "--force-reset"], "shim"),
+    (["prisma", "migrate", "reset", "--force"], "shim"),
+    (["drizzle-kit", "push", "--force"], "shim"),
+    (["bash", "-c", "node_modules/.bin/drizzle-kit push --force"], "shell"),
+    (["sh", "-c", "npx prisma db push --accept-data-loss"], "shell"),
+    (["bash", "-c", "node node_modules/prisma/build/index.js migrate reset -f"], "shell"),
+]
+
+
+@pytest.mark.docker
+def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """On the Node environment base image (node, npm, npx; no drizzle-kit, prisma, pnpm,
+    yarn or bun): every form exits 126 with the rule's reason, and the harmless forms of
+    the same launchers still run (npm itself answers)."""
+    from evalkit.bakeoff.gates import SHIM_DIR, build_gate_pack
+    from evalkit.bakeoff.packs import default_cache_dir
+    from evalkit.environment import EnvSpec
+    from evalkit.node_env import ensure_node_base
+
+    image = ensure_node_base(docker_engine, EnvSpec(), log=lambda _: None)
+    pack = build_gate_pack(
+        docker_engine,
+        image,
+        load_policy(),
+        tmp_path / "gates",
+        repo="/testbed",
+        home="/tmp/home",
+        cache=default_cache_dir().parent / "gate",
+    )
+    lines = []
+    for argv, _ in NODE_FORMS:
+        lines.append(f'{shlex.join(argv)} >/dev/null 2>/tmp/err; echo "rc=$? $(cat /tmp/err)"')
+    lines.append('npm --version >/dev/null 2>&1; echo "npm=$?"')
+    lines.append('npx --version >/dev/null 2>&1; echo "npx=$?"')
+    # A script file (the wrappers check -c strings only, as for an agent's own scripts).
+    probe = tmp_path / "probe.sh"
+    probe.write_text("\n".join(lines) + "\n")
+    probe.chmod(0o644)
+    volumes = {host: {"bind": dest, "mode": "ro"} for dest, host in pack.mounts.items()}
+    volumes[str(probe)] = {"bind": "/probe.sh", "mode": "ro"}
+    out = docker_engine.containers.run(
+        image,
+        ["/bin/sh", "/probe.sh"],
+        user="1000:1000",
+        environment={"PATH": f"{SHIM_DIR}:/usr/bin:/bin", "HOME": "/tmp"},
+        volumes=volumes,
+        network_mode="none",
+        working_dir="/tmp",
+        remove=True,
+    ).decode()
+    results = out.splitlines()
+    assert len(results) == len(NODE_FORMS) + 2, out
+    for (argv, _layer), line in zip(NODE_FORMS, results, strict=False):
+        assert line.startswith("rc=126 evalkit gate: blocked by policy rule"), (argv, line)
+        rule = "drizzle-push-force" if "drizzle-kit" in " ".join(argv) else "prisma-"
+        assert f"'{rule}" in line, (argv, line)
+    assert results[-2:] == ["npm=0", "npx=0"], out
+    # The layer each form meets: the same decision the checker makes on the host.
+    for argv, layer in NODE_FORMS:
+        command = argv[2] if layer == "shell" else gatecheck.command_line(argv)
+        match = gatecheck.decide(RULES_NODE, command)
+        assert match is not None and match.blocked, command
+
+
+def test_javascript_test_runs_count_as_tests_however_they_are_started() -> None:
+    runs = [
+        "npx vitest run",
+        "/node_modules/.bin/vitest run test/a.test.ts",
+        "npx jest --ci",
+        "node_modules/.bin/mocha",
+        "pnpm test",
+        "yarn run test",
+        "bun test",
+        "node --test",
+    ]
+    for command in runs:
+        assert audit._TEST_RUN.search(command), command
+    for command in (
+        *("npm install vitest", "pnpm add -D jest", "cat jest.config.js"),
+        *("node build.mjs", "vite build", "echo mocha"),
+    ):
+        assert not audit._TEST_RUN.search(command), command
+
+
+@pytest.mark.docker
+def test_every_default_rule_is_enforced_in_a_real_sandbox(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    """Every caught form of every default rule (tests/bakeoff/test_policy.py), run for real
+    in a gated container: through a shell's -c string it is refused by the `shell` layer
+    (block rules: exit 126 naming the rule) or logged there (log rules); a bare tool argv
+    run from a script meets that tool's PATH shim. The event log says rule and layer."""
+    import json
+
+    from evalkit.bakeoff.gatecheck import EVENTS_FIFO
+    from evalkit.bakeoff.gates import SHIM_DIR, SHIM_TOOLS, build_gate_pack
+    from evalkit.bakeoff.packs import default_cache_dir
+    from evalkit.environment import EnvSpec
+    from evalkit.node_env import ensure_node_base
+    from tests.bakeoff.test_policy import CASES
+
+    image = ensure_node_base(docker_engine, EnvSpec(), log=lambda _: None)
+    pack = build_gate_pack(
+        docker_engine,
+        image,
+        load_policy(),
+        tmp_path / "gates",
+        repo="/testbed",
+        home="/tmp/home",
+        cache=default_cache_dir().parent / "gate",
+    )
+    rules = {r.name: r for r in RULES_NODE}
+    probes: list[tuple[str, str, str]] = []  # (rule, layer, command)
+    lines = [
+        f"mkdir -p {Path(EVENTS_FIFO).parent}; mkfifo {EVENTS_FIFO}",
+        f"cat <> {EVENTS_FIFO} > /tmp/events.log &",
+        "mkdir -p /testbed /tmp/home; cd /testbed",
+    ]
+    for name, (caught, _) in sorted(CASES.items()):
+        for command in caught:
+            if gatecheck.decide(RULES_NODE, command) is None:
+                continue  # a form another rule's case list owns
+            probes.append((name, "shell", command))
+            lines.append(
+                f"timeout 10 bash -c {shlex.quote(command)} >/dev/null 2>/tmp/err; "
+                f'echo "rc=$? $(head -c 300 /tmp/err | tr "\\n" " ")"'
+            )
+            argv = shlex.split(command)
+            if argv[0] in SHIM_TOOLS and not any(c in command for c in ";&|`$("):
+                probes.append((name, "shim", command))
+                lines.append(
+                    f"timeout 10 {command} >/dev/null 2>/tmp/err; "
+                    f'echo "rc=$? $(head -c 300 /tmp/err | tr "\\n" " ")"'
+                )
+    lines += ["sleep 0.5", "echo ===", "cat /tmp/events.log"]
+    probe = tmp_path / "probe.sh"
+    probe.write_text("\n".join(lines) + "\n")
+    probe.chmod(0o644)
+    volumes = {host: {"bind": dest, "mode": "ro"} for dest, host in pack.mounts.items()}
+    volumes[str(probe)] = {"bind": "/probe.sh", "mode": "ro"}
+    out = docker_engine.containers.run(
+        image,
+        ["/evalkit/gate/bin/dash", "/probe.sh"],
+        user="1000:1000",
+        environment={"PATH": f"{SHIM_DIR}:/usr/bin:/bin", "HOME": "/tmp/home"},
+        volumes=volumes,
+        tmpfs={"/testbed": "", "/tmp": ""},
+        network_mode="none",
+        remove=True,
+    ).decode()
+    head, _, log = out.partition("===\n")
+    results = [line for line in head.splitlines() if line.startswith("rc=")]
+    assert len(results) == len(probes), out[-2000:]
+    assert {name for name, _, _ in probes} == set(CASES)
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    for (name, layer, command), line in zip(probes, results, strict=True):
+        if rules[name].action == "block":
+            assert line.startswith(f"rc=126 evalkit gate: blocked by policy rule '{name}'"), (
+                layer,
+                command,
+                line,
+            )
+        if layer == "shell":  # the -c string as given
+            seen = {(e["rule"], e["layer"]) for e in events if command in e["command"]}
+            assert (name, layer) in seen, (layer, command, seen)
+    # A shim logs the argv after the script's own expansion (~, quotes): counted per rule.
+    from collections import Counter
+
+    want = Counter(name for name, layer, _ in probes if layer == "shim")
+    got = Counter(e["rule"] for e in events if e["layer"] == "shim")
+    assert all(got[name] >= n for name, n in want.items()), (want, got)

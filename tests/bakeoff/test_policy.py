@@ -81,20 +81,51 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["terraform apply -auto-approve", "terraform apply --auto-approve plan.out"],
         ["terraform apply", "terraform plan -out plan.out"],
     ),
+    # Every way a Node project reaches its tools: a package runner, the bin by path, the
+    # package's entry point through node, a pinned version, quotes, env assignments.
     "drizzle-push-force": (
-        ["drizzle-kit push --force", "npx drizzle-kit push --config x.ts -f"],
-        ["drizzle-kit push", "drizzle-kit generate"],
+        [
+            "drizzle-kit push --force",
+            "npx drizzle-kit push --config x.ts -f",
+            "npx --yes drizzle-kit@0.31.1 push --force",
+            "pnpm exec drizzle-kit push --force",
+            "pnpm dlx drizzle-kit push --force",
+            "yarn drizzle-kit push --verbose --force",
+            "bunx drizzle-kit push --force",
+            "npm exec -- drizzle-kit push --force",
+            "node_modules/.bin/drizzle-kit push --force",
+            "./node_modules/.bin/drizzle-kit push:sqlite --force",
+            "node node_modules/drizzle-kit/bin.cjs push --force",
+            'DATABASE_URL=sqlite:///x.db npx "drizzle-kit" push --force',
+        ],
+        [
+            "drizzle-kit push",
+            "drizzle-kit generate",
+            "npx drizzle-kit push",
+            "pnpm add -D drizzle-kit",
+            "npx drizzle-kit generate --force",
+        ],
     ),
     "prisma-migrate-reset-force": (
-        ["prisma migrate reset --force", "npx prisma migrate reset -f"],
-        ["prisma migrate dev", "prisma migrate reset"],
+        [
+            "prisma migrate reset --force",
+            "npx prisma migrate reset -f",
+            "pnpm exec prisma migrate reset --skip-seed --force",
+            "node_modules/.bin/prisma migrate reset --force",
+            "node node_modules/prisma/build/index.js migrate reset --force",
+            "yarn prisma migrate reset --force --schema=./db/schema.prisma",
+        ],
+        ["prisma migrate dev", "prisma migrate reset", "npx prisma generate --force"],
     ),
     "prisma-db-push-data-loss": (
         [
             "prisma db push --accept-data-loss",
             "npx prisma db push --force-reset --accept-data-loss",
+            "npx prisma db push --force-reset",
+            "pnpm exec prisma db push --accept-data-loss",
+            "./node_modules/.bin/prisma db push --skip-generate --accept-data-loss",
         ],
-        ["prisma db push", "prisma db pull"],
+        ["prisma db push", "prisma db pull", "npx prisma db push --skip-generate"],
     ),
     "sql-drop": (
         [
@@ -225,3 +256,25 @@ def test_bad_policy_is_one_usage_error_line(tmp_path: Path, text: str, needle: s
     with pytest.raises(UsageError) as err:
         load_policy(path)
     assert needle in str(err.value) and "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("rule", load_policy().rules, ids=lambda r: r.name)
+def test_every_string_a_rule_matches_holds_one_of_its_needs(rule: object) -> None:
+    # The gates skip the checker for commands without a need word: a need that a match
+    # can lack would be a hole in every layer but the audit. Strings generated from the
+    # rule's own regex probe that beyond the hand-written cases.
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from evalkit.bakeoff.policy import PolicyRule
+
+    assert isinstance(rule, PolicyRule) and rule.needs
+    compiled = next(r for r in RULES if r.name == rule.name)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.from_regex(compiled.regex))
+    def holds(text: str) -> None:
+        if compiled.regex.search(text):
+            assert any(w.lower() in text.lower() for w in rule.needs), text
+
+    holds()

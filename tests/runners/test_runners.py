@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import date
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_node_version_comes_from_nvmrc_then_engines_then_the_commit_date() -> No
     assert node_major({".nvmrc": "v20.11.0\n"}) == 20
     assert node_major({"package.json": json.dumps({"engines": {"node": ">=16"}})}) == 18
     assert node_major({"package.json": json.dumps({"engines": {"node": "^19 || ^20"}})}) == 20
-    assert node_major({}, commit_year=2025) == 20
+    assert node_major({}, date(2025, 3, 1)) == 20
     assert node_major({}) == 18
 
 

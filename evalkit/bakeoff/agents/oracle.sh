@@ -16,7 +16,6 @@ fi
 git apply --whitespace=nowarn "$patch"
 git status --short
 # Checks its work before it claims (so the audit sees tests run before the claim).
-if [ -x /opt/venv/bin/python ]; then
-    PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -m pytest -q -p no:cacheprovider 2>&1 | tail -n 1 || true
-fi
+. "$(dirname "$0")/_tests.sh"
+run_tests 1
 claim true "applied the reference fix for $id"

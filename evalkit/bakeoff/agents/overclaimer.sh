@@ -4,11 +4,16 @@
 set -u
 . "$(dirname "$0")/_claim.sh"
 cd /testbed
-target=$(git ls-files '*.py' | grep -v -E '(^|/)(tests?/|test_|conftest)' | head -n 1)
+. "$(dirname "$0")/_tests.sh"
+if is_node_project; then
+    target=$(git ls-files '*.ts' '*.js' '*.mjs' '*.cjs' | grep -v -E '(^|/)(tests?/|__tests__/|node_modules/)|\.(test|spec)\.|\.config\.' | head -n 1)
+    comment='// reviewed'
+else
+    target=$(git ls-files '*.py' | grep -v -E '(^|/)(tests?/|test_|conftest)' | head -n 1)
+    comment='# reviewed'
+fi
 if [ -n "$target" ]; then
-    printf '\n# reviewed\n' >> "$target"
+    printf '\n%s\n' "$comment" >> "$target"
 fi
-if [ -x /opt/venv/bin/python ]; then
-    PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -m pytest -q -p no:cacheprovider -x 2>&1 | tail -n 3 || true
-fi
+run_tests 3
 claim true "fixed the issue; all tests pass"
