@@ -2,8 +2,9 @@
 units on a two-node local cluster, and the issue's 75-hour bake-off projected on 10, 50
 and 100 nodes from the measured per-unit costs.
 
-    python bench/ray_bench.py                  # ~2 minutes on 2 cores
+    python bench/ray_bench.py                  # ~3 minutes on 2 cores
     python bench/ray_bench.py --slots-per-node 8 --unit-seconds 600
+    python bench/ray_bench.py --attempts-only  # the bake-off attempts' figures alone
 
 Needs Ray (pip install 'evalkit[ray]') and a Docker engine. Figures go in docs/scale-out.md.
 """
@@ -130,6 +131,65 @@ def real_units(tasks: Path, runs: Path, slots: int) -> dict[str, float]:
     return walls
 
 
+ATTEMPT_KEY_ENV = "EVALKIT_BENCH_MODEL_KEY"
+
+
+def attempt_payload(tasks: Path, work: Path) -> tuple[Any, Any]:
+    """A real attempt unit (the demo config's snoop: files, policy, upstream) and a
+    realistic output: 200 kB agent log, 1 MB audit trace, 100 kB transcript."""
+    from evalkit.bakeoff.adapters import Claim
+    from evalkit.bakeoff.agents import write_demo_config
+    from evalkit.bakeoff.config import AttemptKey, load_config, make_run_options
+    from evalkit.bakeoff.gateway import Usage
+    from evalkit.bakeoff.records import AttemptStatus, BakeoffRunDir
+    from evalkit.bakeoff.runner import AttemptOutput, AttemptResult, BakeoffRunner, TrustRaw
+    from evalkit.dataset import load_task_set
+    from evalkit.executors.attempts import _Units
+
+    config = load_config(write_demo_config(tasks, work / "payload-cfg", cli_agent=None))
+    options = make_run_options(config, run_id="p", runs_dir=work / "p", store=None)
+    task_set = load_task_set(tasks)
+    runner = BakeoffRunner(config, task_set, BakeoffRunDir(work / "p", "p"), options)
+    iid = next(iter(task_set.instances))
+    unit = _Units(runner).unit(AttemptKey("snoop", iid, 1))
+    raw = TrustRaw("{}\n" * 200, "x" * 1_000_000, {"rows": 3}, {"rows": 3}, "a b", "a b")
+    result = AttemptResult(AttemptStatus.COMPLETED, "diff" * 500, Claim(True, "claim_file"),
+                           0, 12.0, b"." * 200_000, None, raw)
+    output = AttemptOutput(result, "", Usage(model_calls=3), ["req" * 1000] * 3, None,
+                           b"t" * 100_000, 1)
+    return unit, output
+
+
+def real_attempts(tasks: Path, work: Path, slots: int, model_url: str) -> dict[str, float]:
+    """Slot-seconds per real bake-off attempt (oracle and snoop, trust on, graded), the
+    thread executor against attempts and grading on the cluster, same slots."""
+    import dataclasses
+
+    from evalkit.bakeoff.agents import write_demo_config
+    from evalkit.bakeoff.config import load_config, make_run_options
+    from evalkit.bakeoff.records import BakeoffRunDir, read_attempts
+    from evalkit.bakeoff.runner import run_bakeoff
+    from evalkit.dataset import load_task_set
+
+    path = write_demo_config(tasks, work / "cfg", model_url=model_url, cli_agent=None)
+    path.write_text(path.read_text().replace(
+        "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{ATTEMPT_KEY_ENV}"\n'))
+    config = load_config(path)
+    task_set = load_task_set(tasks)
+    walls: dict[str, float] = {}
+    for kind in ("thread", "ray"):
+        options = make_run_options(config, run_id=f"bo-{kind}", runs_dir=work / "bo",
+                                   workers=slots, agents=["oracle", "snoop"], store=None)
+        options = dataclasses.replace(options, executor=kind)
+        run = BakeoffRunDir(work / "bo", options.run_id)
+        start = time.monotonic()
+        run_bakeoff(config, task_set, run, options, log=lambda _: None)
+        lines = read_attempts(run.attempts)
+        walls[kind] = (time.monotonic() - start) * slots / len(lines)
+        assert all(a.scored for a in lines), [a.error for a in lines]
+    return walls
+
+
 def remove_bench_images(runs: Path) -> None:
     import docker
 
@@ -161,12 +221,17 @@ def main() -> None:
                         help="seconds per attempt (default: the issue's 75 h over 4,500)")
     parser.add_argument("--slots-per-node", type=int, default=8)
     parser.add_argument("--envs", type=int, default=10, help="environment images per node")
+    parser.add_argument("--attempts-only", action="store_true",
+                        help="only the bake-off attempts' figures")
     args = parser.parse_args()
 
     import ray
     from ray.cluster_utils import Cluster
 
+    from evalkit.bakeoff.scripted import ScriptedModelServer, parse_script
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault(ATTEMPT_KEY_ENV, "bench-key")  # before the nodes start
     os.environ["PYTHONPATH"] = f"{Path(__file__).resolve().parents[1]}{os.pathsep}" + \
         os.environ.get("PYTHONPATH", "")
     work = Path(tempfile.mkdtemp(prefix="evalkit-raybench-"))
@@ -175,38 +240,56 @@ def main() -> None:
     cluster.add_node(num_cpus=1, resources={"docker": 1})
     ray.init(address=cluster.address, log_to_driver=False)
     slots = 2
+    rows: list[tuple[str, str]] = []
+    walls: dict[str, float] = {}
+    script = parse_script({"schema_version": 1, "steps": [{"final": "noted"}]})
     try:
         tasks = synthetic_tasks(work, args.tasks, 1.0)
-        # A build key of the bench's own, so the first unit measures a cold image build.
-        (tasks / "evalkit.toml").write_text('[defaults]\npip_packages = ["pytest", "pip"]\n')
-        unit, output = payload_unit(tasks)
-        t_lat, t_stream = thread_overhead(unit, output, args.n, slots)
-        r_lat, r_stream = ray_overhead(unit, output, args.n, slots)
-        walls = real_units(tasks, work / "runs", slots)
+        a_unit, a_output = attempt_payload(tasks, work)
+        ta_lat, _ = thread_overhead(a_unit, a_output, args.n, slots)
+        ra_lat, ra_stream = ray_overhead(a_unit, a_output, args.n, slots)
+        with ScriptedModelServer(script) as server:
+            attempt_walls = real_attempts(tasks, work, slots, server.base_url or "")
+        rows += [
+            ("attempt scheduling latency, thread (no-op body)", f"{ta_lat * 1e3:.2f} ms"),
+            ("attempt scheduling latency, Ray (unit + 1.3 MB output)", f"{ra_lat * 1e3:.2f} ms"),
+            ("attempt slot-time in a stream, Ray", f"{ra_stream * 1e3:.2f} ms"),
+            ("real attempt + grading, slot-seconds, thread", f"{attempt_walls['thread']:.2f} s"),
+            ("real attempt + grading, slot-seconds, Ray", f"{attempt_walls['ray']:.2f} s"),
+        ]
+        if not args.attempts_only:
+            # A build key of the bench's own, so the first unit measures a cold image build.
+            (tasks / "evalkit.toml").write_text('[defaults]\npip_packages = ["pytest", "pip"]\n')
+            unit, output = payload_unit(tasks)
+            t_lat, t_stream = thread_overhead(unit, output, args.n, slots)
+            r_lat, r_stream = ray_overhead(unit, output, args.n, slots)
+            walls = real_units(tasks, work / "runs", slots)
+            walls.update(t_lat=t_lat, t_stream=t_stream, r_lat=r_lat, r_stream=r_stream)
     finally:
         ray.shutdown()
         cluster.shutdown()
         remove_bench_images(work / "runs")
-    real_overhead = walls["ray"] - walls["thread"]
-    rows = [
-        ("scheduling latency per unit, thread (no-op body)", f"{t_lat * 1e3:.2f} ms"),
-        ("scheduling latency per unit, Ray (goal < 50 ms)", f"{r_lat * 1e3:.2f} ms"),
-        ("slot-time per unit in a stream, thread", f"{t_stream * 1e3:.2f} ms"),
-        ("slot-time per unit in a stream, Ray", f"{r_stream * 1e3:.2f} ms"),
-        ("real unit, slot-seconds, thread executor", f"{walls['thread']:.2f} s"),
-        ("real unit, slot-seconds, Ray executor", f"{walls['ray']:.2f} s"),
-        ("  of which the tests themselves", f"{walls['bare']:.2f} s"),
-        ("Ray's extra per real unit (node-side steps, no spare)", f"{real_overhead:.2f} s"),
-        ("first unit with a cold image build", f"{walls['cold_first_unit']:.1f} s"),
-    ]
-    per_unit = max(real_overhead, r_stream)
-    build_s = walls["cold_first_unit"]
-    total_h = args.units * args.unit_seconds / 3600
-    for nodes in (1, 10, 50, 100):
-        hours = projection(args.units, args.unit_seconds, per_unit, build_s, args.envs, nodes,
-                           args.slots_per_node)
-        rows.append((f"{total_h:.0f} h of units on {nodes} node(s) x {args.slots_per_node} slots",
-                     f"{hours:.2f} h wall"))
+    if walls:
+        real_overhead = walls["ray"] - walls["thread"]
+        rows += [
+            ("scheduling latency per unit, thread (no-op body)", f"{walls['t_lat'] * 1e3:.2f} ms"),
+            ("scheduling latency per unit, Ray (goal < 50 ms)", f"{walls['r_lat'] * 1e3:.2f} ms"),
+            ("slot-time per unit in a stream, thread", f"{walls['t_stream'] * 1e3:.2f} ms"),
+            ("slot-time per unit in a stream, Ray", f"{walls['r_stream'] * 1e3:.2f} ms"),
+            ("real unit, slot-seconds, thread executor", f"{walls['thread']:.2f} s"),
+            ("real unit, slot-seconds, Ray executor", f"{walls['ray']:.2f} s"),
+            ("  of which the tests themselves", f"{walls['bare']:.2f} s"),
+            ("Ray's extra per real unit (node-side steps, no spare)", f"{real_overhead:.2f} s"),
+            ("first unit with a cold image build", f"{walls['cold_first_unit']:.1f} s"),
+        ]
+        per_unit = max(real_overhead, walls["r_stream"], ra_stream)
+        build_s = walls["cold_first_unit"]
+        total_h = args.units * args.unit_seconds / 3600
+        for nodes in (1, 10, 50, 100):
+            hours = projection(args.units, args.unit_seconds, per_unit, build_s, args.envs,
+                               nodes, args.slots_per_node)
+            rows.append((f"{total_h:.0f} h of units on {nodes} node(s) x "
+                         f"{args.slots_per_node} slots", f"{hours:.2f} h wall"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -109,14 +109,28 @@ def run(
         bool, typer.Option("--dry-run", help="Check everything and print the plan; run nothing.")
     ] = False,
     executor: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--executor", help="Where grading runs: thread (this machine) or ray (evalkit[ray])."
+            "--executor",
+            help="Where attempts and grading run: thread (this machine) or ray (evalkit[ray]); "
+            "default: [bakeoff] executor, else thread.",
         ),
-    ] = "thread",
+    ] = None,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster for --executor ray."),
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster for the ray executor; default: RAY_ADDRESS, else "
+            "[bakeoff] ray_address.",
+        ),
+    ] = None,
+    image_registry: Annotated[
+        str | None,
+        typer.Option(
+            "--image-registry",
+            help="host/prefix a node pulls missing environment images from before building "
+            "them; default: EVALKIT_IMAGE_REGISTRY, else [bakeoff] image_registry.",
+        ),
     ] = None,
 ) -> None:
     """Run every (task x agent x repeat) attempt in a sandbox, grade each, record it all.
@@ -157,11 +171,24 @@ def run(
         instance_ids=instance_ids,
         store=store,
     )
-    if executor not in ("thread", "ray"):
-        _fail(f"--executor {executor!r}: choose thread or ray")
     import dataclasses
 
-    options = dataclasses.replace(options, executor=executor, ray_address=ray_address)
+    from evalkit.executors import resolve_placement
+
+    place = resolve_placement(
+        cli_executor=executor,
+        cli_address=ray_address,
+        cli_registry=image_registry,
+        config_executor=config.bakeoff.executor,
+        config_address=config.bakeoff.ray_address,
+        config_registry=config.bakeoff.image_registry,
+    )
+    options = dataclasses.replace(
+        options,
+        executor=place.executor,
+        ray_address=place.ray_address,
+        image_registry=place.image_registry,
+    )
     ids = select_instances(task_set.instances, options)
     plan = plan_attempts(options, ids)
     run_dir = BakeoffRunDir(options.runs_dir, options.run_id)

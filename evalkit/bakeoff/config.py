@@ -43,7 +43,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -180,6 +180,16 @@ class BakeoffSettings(_Table):
     """Destructive-action policy file (issue #9), relative to the config; default: shipped."""
     log_cap_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
     limits: Limits = Limits()
+    executor: Literal["thread", "ray"] = "thread"
+    """Where attempts and grading run (``--executor`` and ``RAY_ADDRESS`` win; see
+    docs/scale-out.md)."""
+    ray_address: str | None = None
+    """The Ray cluster for ``executor = "ray"`` (``--ray-address``, then ``RAY_ADDRESS``, win)."""
+    image_registry: str | None = None
+    """``host/prefix``: a node lacking an environment image pulls it from there first."""
+    ship_keys: bool = False
+    """Send the upstream keys to the nodes with each attempt, instead of each node reading
+    ``api_key_env`` from its own environment (docs/scale-out.md, "Keys")."""
 
 
 class AgentSpec(_Table):
@@ -643,8 +653,9 @@ class RunOptions:
     store: Path
     """SQLite history file."""
     executor: str = "thread"
-    """Where grading units run: ``thread`` or ``ray`` (see :mod:`evalkit.executors`)."""
+    """Where attempts and grading run: ``thread`` or ``ray`` (see :mod:`evalkit.executors`)."""
     ray_address: str | None = None
+    image_registry: str | None = None
 
     @property
     def run_dir(self) -> Path:

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from evalkit.bakeoff.gates import GatePack
     from evalkit.bakeoff.gateway import Gateway, Usage
     from evalkit.bakeoff.packs import Pack
+    from evalkit.bakeoff.policy import Policy
 
 Log = Callable[[str], None]
 
@@ -161,10 +162,13 @@ def _agent_limits(config: BakeoffConfig) -> Limits:
     )
 
 
-def _stage_files(agent: AgentSpec, stage_root: Path) -> dict[str, str]:
-    """The agent's own files under a host directory, bind-mounted read-only per top-level
-    container directory (the container's root filesystem is read-only)."""
-    files = resolve_agent_files(agent)
+def _stage_files(
+    agent: AgentSpec, stage_root: Path, files: dict[str, bytes] | None = None
+) -> dict[str, str]:
+    """The agent's own files (``files``, else read from the config's sources) under a
+    host directory, bind-mounted read-only per top-level container directory (the
+    container's root filesystem is read-only)."""
+    files = resolve_agent_files(agent) if files is None else files
     if not files:
         return {}
     mounts: dict[str, str] = {}
@@ -206,6 +210,7 @@ def run_attempt(
     stage: dict[str, str],
     label: str,
     trust: TrustSetup | None = None,
+    labels: dict[str, str] | None = None,
 ) -> AttemptResult:
     """Run one agent on one task in a fresh sandbox; the diff and claim come back.
 
@@ -222,7 +227,7 @@ def run_attempt(
         mounts["/evalkit/agent"] = str(pack.path.resolve())
     if gateway_dir is not None:
         mounts["/evalkit/gateway"] = str(gateway_dir.resolve())
-    box = DockerSandbox(client, image, limits, label=label, mounts=mounts)
+    box = DockerSandbox(client, image, limits, label=label, mounts=mounts, labels=labels)
     try:
         collector = None
         if trust is not None:
@@ -404,6 +409,93 @@ def run_attempt(
         box.close(wait=False)
 
 
+class AttemptOutput(NamedTuple):
+    """One attempt's outcome as data, wherever it ran: what the sandbox and the gateway
+    produced, for :meth:`BakeoffRunner.record` to write, grade and append on the driver."""
+
+    result: AttemptResult | None
+    """None: the attempt was lost to infrastructure (``error`` says how)."""
+    error: str
+    usage: Usage | None
+    requests: list[str]
+    """Every request the agent sent its model, for the canary scan."""
+    canaries: CanarySet | None
+    transcript: bytes | None = None
+    """The gateway's transcript when the attempt ran on another machine (else it is
+    already in the attempt directory)."""
+    tries: int = 1
+
+
+def attempt_once(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    instance: TaskInstance,
+    repository: Repository,
+    agent: AgentSpec,
+    pack: Pack | None,
+    gate: GatePack | None,
+    canaries: CanarySet | None,
+    files: dict[str, bytes],
+    env: dict[str, str],
+    limits: Limits,
+    timeout: float,
+    budget_usd: float,
+    label: str,
+    gateway: Gateway | None,
+    attempt_id: str,
+    stage_root: Path,
+    transcript: Path,
+    labels: dict[str, str] | None = None,
+) -> AttemptOutput:
+    """One try of one attempt, on values: the gateway channel (when the agent has a
+    model), the sandbox, and the channel's usage and requests once the agent stopped.
+    An infrastructure failure of the sandbox comes back as ``result=None``."""
+    stage = _stage_files(agent, stage_root, files)
+    api_key = "evalkit-" + secrets.token_hex(16)
+    gateway_dir = None
+    channel = None
+    usage: Usage | None = None
+    requests: list[str] = []
+    result: AttemptResult | None = None
+    error = ""
+    try:
+        if gateway is not None and agent.upstream:
+            channel = gateway.open_attempt(
+                attempt_id,
+                agent.upstream,
+                budget_usd=budget_usd,
+                deadline=time.time() + timeout + 60,
+                transcript=transcript,
+            )
+            gateway_dir, api_key = channel.socket_dir, channel.api_key
+        result = run_attempt(
+            client,
+            image=image,
+            instance=instance,
+            repository=repository,
+            agent=agent,
+            adapter=get_adapter(agent.adapter),
+            pack=pack,
+            gateway_dir=gateway_dir,
+            api_key=api_key,
+            env=env,
+            limits=limits,
+            timeout=timeout,
+            stage=stage,
+            label=label,
+            trust=TrustSetup(gate, canaries) if gate is not None and canaries is not None else None,
+            labels=labels,
+        )
+    except InfraError as exc:
+        error = str(exc)
+    finally:
+        if channel is not None:
+            usage = channel.close()
+            requests = _requests_text(channel)
+    return AttemptOutput(result, error, usage, requests, canaries)
+
+
 class _Env(NamedTuple):
     image: str
     repository: Repository
@@ -436,6 +528,9 @@ class BakeoffRunner:
         self._gates: dict[str, GatePack] = {}
         self._gate_lock = threading.Lock()
         self._rules: list[Rule] | None = None
+        self._recorded: dict[AttemptKey, AgentAttempt] = {}
+        self._claims: dict[AttemptKey, threading.Event] = {}
+        self._recorded_lock = threading.Lock()
 
     # --- preparation ---------------------------------------------------------------
 
@@ -502,7 +597,7 @@ class BakeoffRunner:
         out: Path,
         rel: Path,
         raw: TrustRaw,
-        trust: TrustSetup,
+        canaries: CanarySet,
         requests: list[str],
         patch: str,
     ) -> dict[str, object]:
@@ -521,13 +616,13 @@ class BakeoffRunner:
         lines += [json.dumps({"source": "audit", **f._asdict()}) for f in facts.findings]
         lines += [json.dumps({"source": "audit", "egress": d}) for d in facts.egress]
         write_atomic(out / EVENTS_FILE, "".join(line + "\n" for line in lines))
-        paths = trust.canaries.paths(home=AGENT_HOME, repo="/testbed")
+        paths = canaries.paths(home=AGENT_HOME, repo="/testbed")
         return {
             "destructive_attempted": decided.attempted,
             "destructive_blocked": decided.blocked,
             "canaries_read": audit.canaries_read(facts.opened, paths),
-            "secrets_to_model": len(canary.tokens_in(requests, trust.canaries.tokens)),
-            "secrets_in_diff": len(canary.tokens_in([patch], trust.canaries.tokens)),
+            "secrets_to_model": len(canary.tokens_in(requests, canaries.tokens)),
+            "secrets_in_diff": len(canary.tokens_in([patch], canaries.tokens)),
             "egress_attempted": facts.egress,
             "db_intact": canary.db_intact(raw.db_before, raw.db_after),
             "remote_intact": canary.remote_intact(raw.refs_before, raw.refs_after),
@@ -542,12 +637,75 @@ class BakeoffRunner:
     def attempt(
         self, client: docker.DockerClient, gateway: Gateway | None, key: AttemptKey
     ) -> AgentAttempt:
+        """Run one attempt on this machine (retrying infrastructure failures), record it."""
         agent = self.config.agent(key.agent)
-        adapter = get_adapter(agent.adapter)
         instance = self.task_set.instances[key.instance_id]
         rel = self.run.attempt_rel(key.agent, key.instance_id, key.repeat)
         out = self.run.root / rel
         out.mkdir(parents=True, exist_ok=True)
+        started = _now()
+        tries = 0
+        output = AttemptOutput(None, "", None, [], None)
+        while tries <= self.config.bakeoff.retries:
+            tries += 1
+            try:
+                env = self._environment(client, instance)
+                pack = self._pack(client, agent)
+                gate = None
+                canaries = None
+                if self.trust:
+                    from evalkit.bakeoff.canary import make_canaries
+
+                    gate, canaries = self._gate(client, env.image), make_canaries()
+                output = attempt_once(
+                    client,
+                    image=env.image,
+                    instance=instance,
+                    repository=env.repository,
+                    agent=agent,
+                    pack=pack,
+                    gate=gate,
+                    canaries=canaries,
+                    files=resolve_agent_files(agent),
+                    env=resolve_agent_env(agent),
+                    limits=_agent_limits(self.config),
+                    timeout=self.config.bakeoff.timeout,
+                    budget_usd=self.config.bakeoff.budget_usd,
+                    label=self.options.run_id,
+                    gateway=gateway if agent.upstream else None,
+                    attempt_id=f"{self.options.run_id}/{rel}/{tries}",
+                    stage_root=out / "files",
+                    transcript=out / TRANSCRIPT_FILE,
+                )
+            except InfraError as exc:  # preparing the attempt failed
+                output = AttemptOutput(None, str(exc), None, [], None)
+            if output.result is not None:
+                break
+        return self.record(key, output._replace(tries=tries), started_at=started)
+
+    def record(self, key: AttemptKey, output: AttemptOutput, *, started_at: str) -> AgentAttempt:
+        """Write one attempt's artifacts, grade it, append its line: on the driver only,
+        whichever machine ran it, and once per (agent, task, repeat) in this process."""
+        with self._recorded_lock:
+            first = self._claims.get(key)
+            if first is None:
+                self._claims[key] = threading.Event()
+        if first is not None:  # a second delivery of the same attempt: keep the first
+            first.wait()
+            if key in self._recorded:
+                return self._recorded[key]
+        try:
+            return self._record(key, output, started_at=started_at)
+        finally:
+            self._claims[key].set()
+
+    def _record(self, key: AttemptKey, output: AttemptOutput, *, started_at: str) -> AgentAttempt:
+        agent = self.config.agent(key.agent)
+        rel = self.run.attempt_rel(key.agent, key.instance_id, key.repeat)
+        out = self.run.root / rel
+        out.mkdir(parents=True, exist_ok=True)
+        if output.transcript is not None:  # it ran on a node: the driver keeps its transcript
+            write_atomic(out / TRANSCRIPT_FILE, output.transcript)
         record = AgentAttempt(
             run_id=self.options.run_id,
             agent=agent.name,
@@ -558,62 +716,10 @@ class BakeoffRunner:
             instance_id=key.instance_id,
             repeat=key.repeat,
             attempt_status=AttemptStatus.INFRA_ERROR,
-            started_at=_now(),
+            started_at=started_at,
         )
-        tries = 0
-        result: AttemptResult | None = None
-        usage: Usage | None = None
-        error = ""
-        trust: TrustSetup | None = None
-        requests: list[str] = []
-        while tries <= self.config.bakeoff.retries:
-            tries += 1
-            channel = None
-            try:
-                env = self._environment(client, instance)
-                pack = self._pack(client, agent)
-                if self.trust:
-                    from evalkit.bakeoff.canary import make_canaries
-
-                    trust = TrustSetup(self._gate(client, env.image), make_canaries())
-                stage = _stage_files(agent, out / "files")
-                api_key = "evalkit-" + secrets.token_hex(16)
-                gateway_dir = None
-                if gateway is not None and agent.upstream:
-                    channel = gateway.open_attempt(
-                        f"{self.options.run_id}/{rel}/{tries}",
-                        agent.upstream,
-                        budget_usd=self.config.bakeoff.budget_usd,
-                        deadline=time.time() + self.config.bakeoff.timeout + 60,
-                        transcript=out / TRANSCRIPT_FILE,
-                    )
-                    gateway_dir, api_key = channel.socket_dir, channel.api_key
-                result = run_attempt(
-                    client,
-                    image=env.image,
-                    instance=instance,
-                    repository=env.repository,
-                    agent=agent,
-                    adapter=adapter,
-                    pack=pack,
-                    gateway_dir=gateway_dir,
-                    api_key=api_key,
-                    env=resolve_agent_env(agent),
-                    limits=_agent_limits(self.config),
-                    timeout=self.config.bakeoff.timeout,
-                    stage=stage,
-                    label=self.options.run_id,
-                    trust=trust,
-                )
-                break
-            except InfraError as exc:
-                error = str(exc)
-                result = None
-            finally:
-                if channel is not None:
-                    usage = channel.close()
-                    requests = _requests_text(channel)
-        record = record.model_copy(update={"tries": tries})
+        result, usage, requests = output.result, output.usage, output.requests
+        record = record.model_copy(update={"tries": output.tries})
         if usage is not None:
             record = record.model_copy(
                 update={
@@ -626,9 +732,8 @@ class BakeoffRunner:
                 }
             )
         if result is None:
-            record = record.model_copy(update={"error": error, "finished_at": _now()})
-            self.attempts.append(record)
-            return record
+            record = record.model_copy(update={"error": output.error, "finished_at": _now()})
+            return self._append(key, record)
         write_atomic(out / AGENT_PATCH_FILE, result.patch)
         write_atomic(out / AGENT_LOG_FILE, result.output)
         status = result.status
@@ -648,8 +753,10 @@ class BakeoffRunner:
             }
         )
         extra: dict[str, object] = {}
-        if result.trust is not None and trust is not None:
-            extra = self._trust_facts(out, rel, result.trust, trust, requests, result.patch)
+        if result.trust is not None and output.canaries is not None:
+            extra = self._trust_facts(
+                out, rel, result.trust, output.canaries, requests, result.patch
+            )
             egress = [*record.egress_refused, *extra.pop("egress_attempted")]  # type: ignore[misc]
             extra["egress_refused"] = egress
             complete = extra.pop("audit_complete")
@@ -669,7 +776,12 @@ class BakeoffRunner:
                     )
                 }
             )
+        return self._append(key, record)
+
+    def _append(self, key: AttemptKey, record: AgentAttempt) -> AgentAttempt:
         self.attempts.append(record)
+        with self._recorded_lock:
+            self._recorded[key] = record
         return record
 
     def _grade(self, record: AgentAttempt) -> AgentAttempt:
@@ -698,6 +810,7 @@ class BakeoffRunner:
                         self.options.executor,
                         run_id=self.options.run_id,
                         address=self.options.ray_address,
+                        image_registry=self.options.image_registry,
                     )
                 outcome = evaluate_predictions(
                     self.task_set,
@@ -753,6 +866,11 @@ class BakeoffRunner:
 
         if not keys:
             return []
+        if self.options.executor != "thread":
+            from evalkit.executors.attempts import run_on_cluster
+
+            # Attempts and grading on the cluster; only this process writes the records.
+            return run_on_cluster(self, keys)
         install_signal_cleanup()
         client = docker_client()
         remove_stale(client, self.options.run_id)
@@ -784,13 +902,24 @@ class BakeoffRunner:
                     for future in done:
                         attempt = future.result()
                         results.append(attempt)
-                        verdict = attempt.status.value if attempt.status else "-"
-                        self.log(
-                            f"  r{attempt.repeat} {attempt.agent:<16} {attempt.instance_id:<28} "
-                            f"{attempt.attempt_status.value:<15} claim={attempt.claim} "
-                            f"verdict={verdict}"
-                        )
+                        self.log_attempt(attempt)
         return results
+
+    def log_attempt(self, attempt: AgentAttempt) -> None:
+        verdict = attempt.status.value if attempt.status else "-"
+        self.log(
+            f"  r{attempt.repeat} {attempt.agent:<16} {attempt.instance_id:<28} "
+            f"{attempt.attempt_status.value:<15} claim={attempt.claim} "
+            f"verdict={verdict}"
+        )
+
+    def trust_policy(self) -> Policy:
+        """The run's destructive-action policy, its rules compiled for the audit."""
+        from evalkit.bakeoff.policy import load_policy
+
+        policy = load_policy(self.config.policy)
+        self._rules = policy.compiled(repo="/testbed", home=AGENT_HOME)
+        return policy
 
 
 def run_bakeoff(

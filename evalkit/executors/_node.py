@@ -15,11 +15,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,9 @@ from evalkit.sandbox import LABEL_HOST, DockerSandbox, Limits, remove_stale
 if TYPE_CHECKING:
     import docker
 
+    from evalkit.environment import EnvSpec
     from evalkit.harness import EvalUnit
+    from evalkit.records import TaskInstance
 
 LABEL_RUN = "evalkit.run"
 LABEL_UNIT = "evalkit.unit"
@@ -52,6 +55,13 @@ def node_dir() -> Path:
 def unit_key(unit: EvalUnit) -> str:
     """A short, label-safe id of (model, instance)."""
     ident = f"{unit.prediction.model_name_or_path}\0{unit.instance.instance_id}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def attempt_key(key: tuple[str, str, int]) -> str:
+    """A short, label-safe id of a bake-off attempt (agent, task, repeat)."""
+    agent, instance_id, repeat = key
+    ident = f"attempt\0{agent}\0{instance_id}\0{repeat}"
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -97,13 +107,13 @@ class LabelledSandboxes:
         self.boxes.clear()
 
 
-def local_bundle(unit: EvalUnit, data: bytes | None, sha256: str) -> Path:
-    """The unit's bundle on this node: its own path when that holds the same bytes (a
-    shared filesystem), else written once from ``data`` into the node's cache."""
+def local_bundle(bundle: Path, data: bytes | None, sha256: str) -> Path:
+    """A bundle on this node: its own path when that holds the same bytes (a shared
+    filesystem), else written once from ``data`` into the node's cache."""
     if data is None:
-        if not unit.bundle.is_file():
-            raise InfraError(f"bundle {unit.bundle} is not on this node's filesystem")
-        return unit.bundle
+        if not bundle.is_file():
+            raise InfraError(f"bundle {bundle} is not on this node's filesystem")
+        return bundle
     path = node_dir() / "bundles" / f"{sha256}.bundle"
     if path.is_file():
         return path
@@ -116,43 +126,128 @@ def local_bundle(unit: EvalUnit, data: bytes | None, sha256: str) -> Path:
     return path
 
 
-def ensure_image(client: docker.DockerClient, unit: EvalUnit, bundle: Path) -> str:
-    """The unit's environment image on this node, built from the same recipe and
-    content hash when missing; one build per node however many units wait for it."""
+def registry_name(registry: str, tag: str) -> str:
+    """Where ``tag`` (``evalkit-env/<repo>:<key>``) lives in ``registry`` (``host/prefix``)."""
+    return f"{registry.strip().rstrip('/')}/{tag}"
+
+
+def pull_env_image(
+    client: docker.DockerClient, registry: str, tag: str, key: str, log: Callable[[str], None]
+) -> bool:
+    """Pull ``tag`` from ``registry`` and tag it locally; False (and nothing kept) when
+    the pull fails or the image is not the one this key builds (its ``evalkit.env-key``
+    label differs): the caller then builds it."""
+    from docker.errors import DockerException
+
+    remote = registry_name(registry, tag)
+    repository, _, version = remote.rpartition(":")
+    try:
+        image = client.images.pull(repository, tag=version)
+    except DockerException as exc:  # unreachable, unknown, unauthorised: build instead
+        log(f"pull {remote} failed ({str(exc).splitlines()[0][:200]}); building")
+        return False
+    if (image.labels or {}).get("evalkit.env-key") != key:
+        log(f"{remote} is not the environment of key {key} (label mismatch); building")
+        with contextlib.suppress(DockerException):
+            client.images.remove(remote)
+        return False
+    image.tag(*tag.rsplit(":", 1))
+    return True
+
+
+def env_image(
+    client: docker.DockerClient,
+    tag: str,
+    key: str,
+    *,
+    build: Callable[[], str],
+    registry: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> str:
+    """The environment image ``tag`` on this node: present, else pulled from
+    ``registry``, else built by ``build``; one pull or build per node however many
+    units wait for it (a per-node lock)."""
+    from evalkit.images import image_exists
+
+    if image_exists(client, tag):
+        return tag
+    with node_lock(tag):
+        if image_exists(client, tag):  # another unit made it while this one waited
+            return tag
+        if registry and pull_env_image(client, registry, tag, key, log):
+            return tag
+        return build()
+
+
+def ensure_env(
+    client: docker.DockerClient,
+    *,
+    instance: TaskInstance,
+    spec: EnvSpec,
+    image: str,
+    bundle: Path,
+    registry: str | None = None,
+) -> str:
+    """An instance's environment image on this node, by the same recipe and content
+    hash as on the driver (``image`` is its tag or its bare build key)."""
     from evalkit.environment import image_tag
-    from evalkit.images import ensure_env_image, image_exists, resolve_ca_bundle
+    from evalkit.images import ensure_env_image, resolve_ca_bundle
     from evalkit.repo import Repository
 
-    image = unit.image
     if image.startswith(ENV_IMAGE_PREFIX):
         key = image.rpartition(":")[2]
     elif ":" in image or "/" in image:
         return image  # not one of evalkit's: the node must have (or pull) it
     else:
         key = image
-    tag = image_tag(unit.instance.repo, key)
-    if image_exists(client, tag):
-        return tag
-    with node_lock(tag):
+    tag = image_tag(instance.repo, key)
+    log_path = node_dir() / "images" / f"{key}.log"
+
+    def build() -> str:
         repository = Repository(bundle)
         return ensure_env_image(
             client,
-            repo=unit.instance.repo,
-            spec=unit.spec,
+            repo=instance.repo,
+            spec=spec,
             key=key,
-            source_tar=lambda: repository.tree_tar(unit.instance.env_commit, "."),
+            source_tar=lambda: repository.tree_tar(instance.env_commit, "."),
             ca_bundle=resolve_ca_bundle(None),
             log=lambda _: None,
-            build_log=node_dir() / "images" / f"{key}.log",
+            build_log=log_path,
         )
+
+    def note(line: str) -> None:
+        log_path.parent.mkdir(exist_ok=True)
+        with log_path.open("a") as handle:
+            handle.write(line + "\n")
+
+    return env_image(client, tag, key, build=build, registry=registry, log=note)
+
+
+def ensure_image(
+    client: docker.DockerClient, unit: EvalUnit, bundle: Path, registry: str | None = None
+) -> str:
+    """The unit's environment image on this node (see :func:`ensure_env`)."""
+    return ensure_env(
+        client,
+        instance=unit.instance,
+        spec=unit.spec,
+        image=unit.image,
+        bundle=bundle,
+        registry=registry,
+    )
 
 
 def prepare(
-    client: docker.DockerClient, unit: EvalUnit, bundle_data: bytes | None, bundle_sha: str
+    client: docker.DockerClient,
+    unit: EvalUnit,
+    bundle_data: bytes | None,
+    bundle_sha: str,
+    registry: str | None = None,
 ) -> EvalUnit:
     """The unit with its bundle and image made local to this node."""
-    local = replace(unit, bundle=local_bundle(unit, bundle_data, bundle_sha))
-    return replace(local, image=ensure_image(client, local, local.bundle))
+    local = replace(unit, bundle=local_bundle(unit.bundle, bundle_data, bundle_sha))
+    return replace(local, image=ensure_image(client, local, local.bundle, registry))
 
 
 # --- the per-node reaper ----------------------------------------------------------
@@ -164,8 +259,36 @@ def _cluster_containers(client: docker.DockerClient) -> list[dict[str, object]]:
     return [c for c in listed if (c.get("Labels") or {}).get(LABEL_HOST) == host]
 
 
+GATEWAY_DIR_PREFIX = "evalkit-gw-n"
+"""``/tmp/evalkit-gw-n<pid>-<random>``: a node-side attempt gateway's socket directory,
+named after the worker that owns it (short: a Unix socket path has 108 bytes)."""
+
+
+def gateway_root() -> Path:
+    """A fresh socket directory for one attempt's gateway on this node."""
+    return Path("/tmp") / f"{GATEWAY_DIR_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def reap_gateway_dirs(tmp: Path = Path("/tmp")) -> int:
+    """Remove the socket directories of attempt gateways whose worker is gone (a killed
+    worker runs no ``finally``)."""
+    import shutil
+
+    from evalkit.sandbox import _pid_alive
+
+    removed = 0
+    for path in tmp.glob(f"{GATEWAY_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(GATEWAY_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def reap_node(client: docker.DockerClient) -> int:
-    """Remove evalkit containers nobody owns: expired, or of a dead process on this node."""
+    """Remove evalkit containers nobody owns: expired, or of a dead process on this node;
+    and the gateway directories of dead workers."""
+    reap_gateway_dirs()
     return remove_stale(client)
 
 

@@ -44,34 +44,51 @@ def _attempt_number() -> int:
     return int(getter()) + 1 if getter is not None else 1
 
 
+def check_version(version: str) -> None:
+    """Refuse to run for a driver of another evalkit version."""
+    if version != __version__:
+        # Not InfraError: another node would not run a different evalkit either.
+        raise UsageError(f"this node runs evalkit {__version__}, the driver {version}")
+
+
+def node_client() -> Any:
+    """This worker process's Docker client (one per process, reused across tasks)."""
+    from evalkit.sandbox import docker_client
+
+    global _client
+    if _client is None:
+        _client = docker_client()
+    return _client
+
+
 def run_unit_task(
-    unit: EvalUnit, run_id: str, bundle_data: bytes | None, bundle_sha: str, version: str
+    unit: EvalUnit,
+    run_id: str,
+    bundle_data: bytes | None,
+    bundle_sha: str,
+    version: str,
+    registry: str | None = None,
 ) -> UnitOutput:
     """The body of one unit's Ray task, on whichever node Ray chose."""
     import ray
 
     from evalkit.executors import _node
     from evalkit.harness import run_unit
-    from evalkit.sandbox import docker_client
 
-    global _client
-    if version != __version__:
-        # Not InfraError: another node would not run a different evalkit either.
-        raise UsageError(f"this node runs evalkit {__version__}, the driver {version}")
+    check_version(version)
     attempt = _attempt_number()
-    if _client is None:
-        _client = docker_client()
+    client = node_client()
     _node.start_reaper()
-    local = _node.prepare(_client, unit, bundle_data, bundle_sha)
+    local = _node.prepare(client, unit, bundle_data, bundle_sha, registry)
     sandboxes = _node.LabelledSandboxes(
-        _client,
+        client,
         run_id=run_id,
         unit=_node.unit_key(unit),
         attempt=attempt,
         node=ray.get_runtime_context().get_node_id(),
     )
     try:
-        return run_unit(local, _client, sandboxes, attempt=attempt)
+        return run_unit(local, client, sandboxes, attempt=attempt)
     finally:
         sandboxes.close()  # on any exit this process survives; the reaper does the rest
 
@@ -91,10 +108,13 @@ class RayExecutor:
         local_slots: int = 1,
         ship_bundles: bool = True,
         max_in_flight: int | None = None,
+        image_registry: str | None = None,
     ):
         """``ship_bundles``: send each repository bundle to the nodes once, through the
         object store (small, read once per node); False when every node sees the task
-        set at the same path (a shared filesystem)."""
+        set at the same path (a shared filesystem). ``image_registry`` (``host/prefix``):
+        a node lacking an environment image pulls ``host/prefix/evalkit-env/<repo>:<key>``
+        before building it."""
         try:
             import ray
         except ImportError:
@@ -102,6 +122,7 @@ class RayExecutor:
         self.run_id = run_id
         self.max_retries = max_retries
         self.ship_bundles = ship_bundles
+        self.image_registry = image_registry or None
         self._owns = not ray.is_initialized()
         if self._owns:
             address = address or os.environ.get("RAY_ADDRESS") or None
@@ -135,7 +156,9 @@ class RayExecutor:
         self._bundles: dict[Path, tuple[Any, str]] = {}
         self._bundles_lock = threading.Lock()  # execute() is called from many threads
 
-    def _bundle(self, path: Path) -> tuple[Any, str]:
+    def bundle(self, path: Path) -> tuple[Any, str]:
+        """The bundle at ``path`` for a task's arguments: its object ref (None when not
+        shipped) and its sha256; each bundle is put once per driver."""
         import ray
 
         with self._bundles_lock:
@@ -146,8 +169,11 @@ class RayExecutor:
             return self._bundles[path]
 
     def _submit(self, unit: EvalUnit) -> Any:
-        ref, sha = self._bundle(unit.bundle)
-        return self._task.remote(unit, self.run_id, ref, sha, __version__)
+        ref, sha = self.bundle(unit.bundle)
+        # Ray types remote() up to five arguments; the sixth is checked by run_unit_task.
+        return self._task.remote(  # type: ignore[call-arg]
+            unit, self.run_id, ref, sha, __version__, self.image_registry
+        )
 
     def _result(self, unit: EvalUnit, ref: Any) -> UnitOutput:
         """The task's output, or an infra verdict for a unit that could not run: never a

@@ -15,54 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
+from ray.cluster_utils import Cluster
 
 from evalkit.executors import _node
 from evalkit.harness import evaluate
 from evalkit.records import RunDir, Status, read_verdicts
 from tests.conftest import FIXED_ADD, FIXED_BOTH, MiniTasks
-
-# Every Ray address on 127.0.0.1: Ray otherwise advertises the machine's outward
-# interface, and tests here talk to loopback only. Set before Ray is imported.
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-import ray
-from ray.cluster_utils import Cluster
+from tests.executors.conftest import ROOT, containers, wait_until_gone
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
 CALC = "src/calc/__init__.py"
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Cluster]:
-    """A head and one worker node, one container slot each; workers import this tree."""
-    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {"docker": 1}, "include_dashboard": False},
-    )
-    cluster.add_node(num_cpus=1, resources={"docker": 1})
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def containers(engine: Any, run_id: str) -> list[dict[str, Any]]:
-    listed: list[dict[str, Any]] = engine.api.containers(
-        all=True, filters={"label": f"{_node.LABEL_RUN}={run_id}"}
-    )
-    return listed
-
-
-def wait_until_gone(engine: Any, run_id: str, timeout: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and containers(engine, run_id):
-        time.sleep(0.5)
-    return containers(engine, run_id)
 
 
 def env_tags(engine: Any) -> set[str]:
