@@ -357,14 +357,18 @@ def run_attempt(
         box.exec([sh, "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
         raw = None
         state = None
+        logs: Future[tuple[str, str]] | None = None
         if trust is not None and collector is not None:
             from evalkit.bakeoff.canary import state_script
             from evalkit.bakeoff.gates import stop_collector
 
             # The honeypots' state is read (as the agent's uid, none of whose processes is
-            # left) while the claim and the diff are taken: all three only read.
+            # left) and the collector drained while the claim and the diff are taken: all
+            # only read, and no writer of the collector's FIFOs is left.
             state = box.start([sh, "-c", state_script(trust.canaries)], env=_GIT_ENV)
-            events, trace = stop_collector(collector)
+            drain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trust-drain")
+            logs = drain.submit(stop_collector, collector)
+            drain.shutdown(wait=False)
         collected: dict[str, bytes] = {}
         for path in adapter.files_to_collect():
             data = box.read_file(path, cap=AGENT_OUTPUT_CAP)
@@ -384,10 +388,11 @@ def run_attempt(
             f"--no-renames HEAD -- . {excludes}"
         )
         result = box.exec([sh, "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP)
-        if state is not None and trust is not None:
+        if state is not None and logs is not None and trust is not None:
             from evalkit.bakeoff.canary import parse_state
 
             db_after, refs_after, _ = parse_state(state.finish(120, cap=1024 * 1024))
+            events, trace = logs.result()
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after)
         if result.exit_code != 0:
             return AttemptResult(
