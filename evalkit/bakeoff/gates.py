@@ -80,9 +80,13 @@ def case_pattern(words: list[str] | None) -> str:
     if words is None:
         return "*"
 
+    def char(c: str) -> str:
+        if c.isalpha():
+            return f"[{c.upper()}{c.lower()}]"
+        return "[[:space:]]" if c == " " else f'"{c}"'
+
     def one(word: str) -> str:
-        chars = (f"[{c.upper()}{c.lower()}]" if c.isalpha() else f'"{c}"' for c in word)
-        return "*" + "".join(chars) + "*"
+        return "*" + "".join(char(c) for c in word) + "*"
 
     return "|".join(one(w) for w in words) or "*"
 
@@ -310,7 +314,10 @@ def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int
             checker=CHECKER,
         )
         files[name] = (text.encode(), 0o755)
-    hook = HOOK.format(gate=GATE_MOUNT, prefilter=pre, python=PYTHON, checker=CHECKER)
+    # The hook sees the command JSON-encoded: a tab or newline in it is an escape, which a
+    # need's whitespace would miss, so any escaped whitespace is checked too.
+    hook_pre = pre if pre == "*" else pre + r"|*[\\][nrtu]*"
+    hook = HOOK.format(gate=GATE_MOUNT, prefilter=hook_pre, python=PYTHON, checker=CHECKER)
     files["hook.sh"] = (hook.encode(), 0o755)
     return files
 

@@ -28,7 +28,7 @@ else:  # pragma: no cover
 POLICY_SCHEMA_VERSION = 1
 DEFAULT_POLICY = "policy.toml"
 _PLACEHOLDERS = ("{repo}", "{home}")
-_NEED_WORD = re.compile(r"[A-Za-z0-9_.=+/-]{2,40}")
+_NEED_WORD = re.compile(r"(?=.*[^ ])[A-Za-z0-9_.=+/ -]{2,40}")
 
 
 class Action(str, Enum):
@@ -50,8 +50,9 @@ class PolicyRule(BaseModel):
     reason: str = Field(min_length=1)
     kind: Kind = Kind.DESTRUCTIVE
     needs: list[str] = Field(default_factory=list)
-    """Words (any one, in any case) every command the pattern matches contains: the gates
-    ask the (slower) checker only about commands holding one. Empty: always asked."""
+    """Words (any one, in any case; a space stands for any whitespace) every command the
+    pattern matches contains: the gates ask the (slower) checker only about commands
+    holding one. Empty: always asked."""
 
     @field_validator("needs")
     @classmethod
@@ -121,6 +122,12 @@ class Policy(BaseModel):
 
     def compiled(self, *, repo: str, home: str) -> list[gatecheck.Rule]:
         return gatecheck.compile_rules(self.resolved(repo=repo, home=home))
+
+
+def need_regex(word: str) -> re.Pattern[str]:
+    """What a need matches: the word in any case, a space standing for any whitespace
+    (the same as the gates' shell ``case`` patterns)."""
+    return re.compile(re.escape(word).replace(r"\ ", r"\s"), re.IGNORECASE)
 
 
 def _fill(pattern: str, repo: str, home: str) -> str:
