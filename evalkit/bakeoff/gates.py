@@ -68,9 +68,11 @@ SHIM_TOOLS = (
     *("npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun"),
 )
 SHELLS = ("sh", "bash")
+# Opens are not traced (they are most of a process's system calls, and each traced call
+# stops the process): the collector watches the canaries and the claim file instead.
 TRACED_SYSCALLS = (
-    "execve,execveat,open,openat,openat2,creat,unlink,unlinkat,rmdir,rename,renameat,"
-    "renameat2,truncate,connect,sendto,clone,clone3,fork,vfork"
+    "execve,execveat,unlink,unlinkat,rmdir,rename,renameat,renameat2,truncate,connect,sendto,"
+    "clone,clone3,fork,vfork"
 )
 
 
@@ -156,8 +158,9 @@ exit 0
 """
 
 COLLECT = r"""
-# evalkit: drain the gate-event and trace FIFOs into root-owned logs until stdin closes.
-import os, select, sys
+# evalkit: drain the gate-event and trace FIFOs into root-owned logs until stdin closes, and
+# watch the canaries (inotify: which were opened; when the claim file was first written).
+import ctypes, json, os, select, struct, sys
 d, cap = sys.argv[1], int(sys.argv[2])
 os.umask(0o077)
 os.makedirs(d, mode=0o755, exist_ok=True)
@@ -171,6 +174,8 @@ for name in ("events", "trace"):
     pairs.append((fd, open(os.path.join(d, name + ".log"), "ab", buffering=0)))
 sizes = {fd: 0 for fd, _ in pairs}
 out = dict(pairs)
+trace_fd = pairs[1][0]
+watch = []  # "open PATH" / "claim OFFSET": written by this process only
 def pump(fd):
     while True:
         try:
@@ -182,15 +187,70 @@ def pump(fd):
         if sizes[fd] < cap:
             out[fd].write(data[: cap - sizes[fd]])
         sizes[fd] += len(data)
+libc = ctypes.CDLL(None, use_errno=True)
+ino = -1
+dirs = {}  # watch descriptor -> (directory, {name: canary path} or None for the claim's)
+claim_name = None
+def start_watching(request):
+    global ino, claim_name
+    ino = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if ino < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    by_dir = {}
+    for path in request["canaries"]:
+        by_dir.setdefault(os.path.dirname(path), {})[os.path.basename(path)] = path
+    claim_dir, claim_name = os.path.split(request["claim"])
+    for directory, names in by_dir.items():
+        # The directory, not the file: it needs no read access to the agent's 0600 files.
+        # IN_OPEN, and IN_MOVED_FROM: a canary moved away (to be read elsewhere) counts.
+        mask = 0x20 | 0x40 | (0x100 | 0x2 | 0x8 | 0x80 if directory == claim_dir else 0)
+        wd = libc.inotify_add_watch(ino, directory.encode(), mask)
+        if wd >= 0:
+            dirs[wd] = names
+    if claim_dir not in by_dir:
+        wd = libc.inotify_add_watch(ino, claim_dir.encode(), 0x100 | 0x2 | 0x8 | 0x80)
+        if wd >= 0:
+            dirs[wd] = {}
+    return bool(dirs)
+seen = set()
+def read_watch():
+    pump(trace_fd)  # everything traced before the event is counted before it
+    while True:
+        try:
+            data = os.read(ino, 65536)
+        except BlockingIOError:
+            return
+        at = 0
+        while at + 16 <= len(data):
+            wd, mask, _, size = struct.unpack_from("iIII", data, at)
+            name = data[at + 16 : at + 16 + size].rstrip(b"\0").decode("utf-8", "replace")
+            at += 16 + size
+            names = dirs.get(wd, {})
+            if mask & 0x60 and name in names and ("open", name, wd) not in seen:
+                seen.add(("open", name, wd))
+                watch.append("open " + names[name])
+            if mask & 0x18A and name == claim_name and "claim" not in seen:
+                seen.add("claim")
+                watch.append("claim %d" % sizes[trace_fd])
 print("ready", flush=True)
 stdin = sys.stdin.fileno()
+line = b""
 while True:
-    ready, _, _ = select.select([stdin, *out], [], [])
+    ready, _, _ = select.select([stdin, *out, *([ino] if ino >= 0 else [])], [], [])
     for fd in ready:
         if fd == stdin:
-            if not os.read(stdin, 4096):
+            data = os.read(stdin, 4096)
+            if data and ino < 0 and b"\n" not in line:
+                line += data
+                if b"\n" in line:
+                    ok = start_watching(json.loads(line.split(b"\n", 1)[0]))
+                    print("watching" if ok else "no-watch", flush=True)
+                continue
+            if not data:
                 for f in out:
                     pump(f)
+                if ino >= 0:
+                    read_watch()
                 for f in out.values():
                     f.close()
                 w = sys.stdout.buffer
@@ -198,8 +258,12 @@ while True:
                     with open(os.path.join(d, name + ".log"), "rb") as f:
                         data = f.read()
                     w.write(b"%s %d\n" % (name.encode(), len(data)) + data)
+                text = "".join(x + "\n" for x in watch).encode()
+                w.write(b"watch %d\n" % len(text) + text)
                 w.flush()
                 sys.exit(0)
+        elif fd == ino:
+            read_watch()
         else:
             pump(fd)
 """
@@ -406,17 +470,27 @@ def collector_ready(proc: Process) -> Process:
     return proc
 
 
-def stop_collector(proc: Process) -> tuple[str, str]:
-    """Drain and stop the collector (after every agent process is dead); the event and
-    trace logs' text, streamed back by the collector itself."""
-    return split_logs(proc.finish(300, cap=2 * LOG_CAP + 4096))
+def watch_canaries(proc: Process, canary_paths: list[str], claim_path: str) -> None:
+    """Have the collector watch the planted canaries and the claim file (inotify on their
+    directories) from now on: which canaries any process opens, and where in the trace
+    the claim was first written. The agent cannot touch what the collector records."""
+    proc.write(json.dumps({"canaries": canary_paths, "claim": claim_path}).encode() + b"\n")
+    if not proc.read_line(30).startswith(b"watching"):
+        raise InfraError("the trust collector could not watch the canaries")
 
 
-def split_logs(data: bytes) -> tuple[str, str]:
-    """The collector's final output: ``events N\\n<N bytes>trace M\\n<M bytes>``."""
+def stop_collector(proc: Process) -> tuple[str, str, str]:
+    """Drain and stop the collector (after every agent process is dead); the event log's,
+    the trace's and the canary watch's text, streamed back by the collector itself."""
+    return split_logs(proc.finish(300, cap=2 * LOG_CAP + 1024 * 1024))
+
+
+def split_logs(data: bytes) -> tuple[str, str, str]:
+    """The collector's final output:
+    ``events N\\n<N bytes>trace M\\n<M bytes>watch K\\n<K bytes>``."""
     logs: dict[str, str] = {}
     rest = data
-    for name in ("events", "trace"):
+    for name in ("events", "trace", "watch"):
         at = rest.find(name.encode() + b" ")
         if at < 0:
             break
@@ -427,7 +501,7 @@ def split_logs(data: bytes) -> tuple[str, str]:
             break
         logs[name] = body[:size].decode("utf-8", "replace")
         rest = body[size:]
-    return logs.get("events", ""), logs.get("trace", "")
+    return logs.get("events", ""), logs.get("trace", ""), logs.get("watch", "")
 
 
 class GateLogEntry(NamedTuple):

@@ -166,12 +166,14 @@ def test_every_shim_and_wrapper_runs_the_shared_checker() -> None:
     assert files["check.py"][0].startswith(b'"""The gate')
 
 
-def test_collector_output_splits_into_its_two_logs_even_with_newlines_inside() -> None:
+def test_collector_output_splits_into_its_three_logs_even_with_newlines_inside() -> None:
     from evalkit.bakeoff.gates import split_logs
 
     data = b"events 6\na\nb\nc\ntrace 4\nx\ny\n"
-    assert split_logs(data) == ("a\nb\nc\n", "x\ny\n")
-    assert split_logs(b"") == ("", "")
+    assert split_logs(data) == ("a\nb\nc\n", "x\ny\n", "")
+    data += b"watch 30\nopen /tmp/home/.netrc\nclaim 3\n"
+    assert split_logs(data) == ("a\nb\nc\n", "x\ny\n", "open /tmp/home/.netrc\nclaim 3\n")
+    assert split_logs(b"") == ("", "", "")
 
 
 def _case_probe(text: str, subject: str) -> str:
