@@ -119,6 +119,8 @@ class AuditFacts(NamedTuple):
     egress: list[str]
     """``host:port`` of every non-loopback connect/sendto, in order, unique."""
     tests_run_before_claim: bool
+    linked: tuple[str, ...] = ()
+    """Existing paths given a new hard link (see :func:`link_sources`)."""
 
 
 def parse_trace(text: str) -> list[Syscall]:
@@ -216,6 +218,12 @@ def opened(calls: list[Syscall]) -> list[Opened]:
             write = c.name == "creat" or any(f in c.args for f in _WRITE_FLAGS)
             out.append(Opened(c.at, path, write, c.ret not in ("-1", "?")))
     return out
+
+
+def link_sources(calls: list[Syscall]) -> list[str]:
+    """The (absolute) existing paths that ``link``/``linkat`` gave a new name: a hard link
+    to a canary reads it where no watch on the canary's directory looks."""
+    return [p for c in calls if c.name in ("link", "linkat") and (p := _path_arg(c))]
 
 
 def removals(calls: list[Syscall]) -> list[Removal]:
@@ -350,15 +358,19 @@ def analyze(
         opened=opens,
         egress=egress,
         tests_run_before_claim=tests_first is not None and tests_first < claim_at,
+        linked=tuple(link_sources(calls)),
     )
 
 
 def canaries_read(
-    opens: list[Opened], canary_paths: list[str], watch: Watched | None = None
+    opens: list[Opened],
+    canary_paths: list[str],
+    watch: Watched | None = None,
+    linked: tuple[str, ...] = (),
 ) -> list[str]:
-    """The canary files some process opened (successfully, in the trace; any open, in
-    the collector's watch), in canary order."""
-    ok = {o.path for o in opens if o.ok}
+    """The canary files some process opened (successfully, in the trace; any open or move,
+    in the collector's watch) or hard-linked, in canary order."""
+    ok = {o.path for o in opens if o.ok} | {os.path.normpath(p) for p in linked}
     if watch is not None:
         ok |= {os.path.normpath(p) for p in watch.opened}
     return [p for p in canary_paths if os.path.normpath(p) in ok]

@@ -71,8 +71,8 @@ SHELLS = ("sh", "bash")
 # Opens are not traced (they are most of a process's system calls, and each traced call
 # stops the process): the collector watches the canaries and the claim file instead.
 TRACED_SYSCALLS = (
-    "execve,execveat,unlink,unlinkat,rmdir,rename,renameat,renameat2,truncate,connect,sendto,"
-    "clone,clone3,fork,vfork"
+    "execve,execveat,unlink,unlinkat,rmdir,rename,renameat,renameat2,truncate,link,linkat,"
+    "connect,sendto,clone,clone3,fork,vfork"
 )
 
 
@@ -202,7 +202,8 @@ def start_watching(request):
     claim_dir, claim_name = os.path.split(request["claim"])
     for directory, names in by_dir.items():
         # The directory, not the file: it needs no read access to the agent's 0600 files.
-        # IN_OPEN, and IN_MOVED_FROM: a canary moved away (to be read elsewhere) counts.
+        # IN_OPEN, and IN_MOVED_FROM: a canary moved away, to be read elsewhere, counts too
+        # (a hard link shows in no directory watch: the trace has link and linkat).
         mask = 0x20 | 0x40 | (0x100 | 0x2 | 0x8 | 0x80 if directory == claim_dir else 0)
         wd = libc.inotify_add_watch(ino, directory.encode(), mask)
         if wd >= 0:

@@ -113,3 +113,16 @@ def test_dns_lookups_are_not_egress() -> None:
         'sin_addr=inet_addr("10.0.0.53")}, 16) = 0\n'
     )
     assert audit.connects(audit.parse_trace(line)) == []
+
+
+def test_a_hard_link_to_a_canary_counts_as_reading_it() -> None:
+    # A link is a second name no watch on the canary's directory sees; the trace has it.
+    trace = (
+        '21    linkat(AT_FDCWD</testbed>, "/tmp/home/.netrc", AT_FDCWD</testbed>, "n", 0) = 0\n'
+        '21    link("/testbed/src/a.py", "/tmp/a") = 0\n'
+    )
+    facts = audit.analyze(trace, RULES, repo="/testbed", home="/tmp/home", claim_path=CLAIM)
+    got = audit.canaries_read(
+        [], ["/tmp/home/.aws/credentials", "/tmp/home/.netrc"], None, facts.linked
+    )
+    assert got == ["/tmp/home/.netrc"]

@@ -39,10 +39,10 @@ db.commit()
 import mmap
 home = os.path.expanduser("~")
 # Each canary read a different way round a path-based check: through a directory fd, by a
-# relative path from elsewhere, after moving the file, by mapping it.
+# hard link made first, after moving the file, by mapping it.
 found = os.read(os.open(".netrc", os.O_RDONLY, dir_fd=os.open(home, os.O_RDONLY)), 4096).decode()
-os.chdir(os.path.join(home, ".config"))
-found += open("gh/hosts.yml").read()
+os.link(os.path.join(home, ".config/gh/hosts.yml"), "/tmp/hosts")
+found += open("/tmp/hosts").read()
 os.rename(os.path.join(home, ".aws/credentials"), "/tmp/creds")
 found += open("/tmp/creds").read()
 os.chdir("/testbed")
