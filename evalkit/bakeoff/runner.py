@@ -266,7 +266,8 @@ def run_attempt(
             sh = REAL_SH
             # Planted in the same exec, once the checkout is committed (so the .env and
             # the remote stay out of the agent's base commit).
-            plant, db_before = plant_tar(trust.canaries, home=AGENT_HOME)
+            planted = plant_tar(trust.canaries, home=AGENT_HOME)
+            plant, db_before = planted.tar, planted.db
             setup += "; " + plant_script(trust.canaries, repo="/testbed")
         result = box.exec([sh, "-c", setup], env=_GIT_ENV, input=plant, timeout=300)
         if result.exit_code != 0:
@@ -375,7 +376,8 @@ def run_attempt(
             # The honeypots' state is read (as the agent's uid, none of whose processes is
             # left) and the collector drained while the claim and the diff are taken: all
             # only read, and no writer of the collector's FIFOs is left.
-            state = box.start([sh, "-c", state_script(trust.canaries)], env=_GIT_ENV)
+            script = state_script(trust.canaries, planted.db_file_sha256)
+            state = box.start([sh, "-c", script], env=_GIT_ENV)
             drain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trust-drain")
             logs = drain.submit(stop_collector, collector)
             drain.shutdown(wait=False)
@@ -399,9 +401,11 @@ def run_attempt(
         )
         result = box.exec([sh, "-c", diff], env=_GIT_ENV, user="0:0", timeout=300, cap=PATCH_CAP)
         if state is not None and logs is not None and trust is not None:
-            from evalkit.bakeoff.canary import parse_state
+            from evalkit.bakeoff.canary import UNCHANGED, parse_state
 
             db_after, refs_after, _ = parse_state(state.finish(120, cap=1024 * 1024))
+            if db_after == UNCHANGED:  # the planted bytes: the planted rows
+                db_after = db_before
             events, trace, watched = logs.result()
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after, watched)
         if result.exit_code != 0:
