@@ -220,9 +220,13 @@ class Process:
         with contextlib.suppress(OSError):
             self._raw.shutdown(socket.SHUT_WR)
         out = self._frames.read_all(timeout, cap)
+        self.close()
+        return out
+
+    def close(self) -> None:
+        """Drop the connection (the command, if still running, sees its stdin close)."""
         with contextlib.suppress(OSError):
             self._raw.close()
-        return out
 
 
 class _Frames:
