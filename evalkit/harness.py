@@ -9,6 +9,7 @@ resumes from ``results.jsonl``, and writes each verdict the moment it is known.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -16,7 +17,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -273,6 +274,16 @@ class Staged:
         self.box.close(wait=False)
 
 
+def unit_limits(unit: EvalUnit) -> Limits:
+    """The sandbox limits of ``unit``: its environment's, living past its test timeout."""
+    return Limits(
+        memory=unit.spec.memory,
+        cpus=unit.spec.cpus,
+        pids=unit.spec.pids,
+        lifetime_s=unit.timeout + 1200,
+    )
+
+
 def stage_unit(
     unit: EvalUnit, client: docker.DockerClient, pool: SandboxSource | None = None
 ) -> Staged:
@@ -289,12 +300,7 @@ def stage_unit(
     # not rewrite them. The checkout belongs to the test user.
     lib = tar_files({**_container_lib(), "eval.sh": eval_script, "pytest.ini": "[pytest]\n"}, uid=0)
     tree = repository.tree_tar(unit.instance.base_commit, ".")
-    limits = Limits(
-        memory=unit.spec.memory,
-        cpus=unit.spec.cpus,
-        pids=unit.spec.pids,
-        lifetime_s=unit.timeout + 1200,
-    )
+    limits = unit_limits(unit)
     execution = Execution(image=unit.image)
     box = (
         pool.acquire(unit.image, limits)
@@ -405,10 +411,7 @@ def _run_in_sandbox(
                 run.exit_code == 137 and run.duration_s >= unit.timeout - 1
             )
             output = run.output
-            # Every test-user process dies before the evidence is read: no survivor of
-            # the run (a detached child, an atexit writer) can add to it afterwards.
-            box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
-            evidence = collector.finish(timeout=15, cap=32 * 1024 * 1024)
+            evidence = _collect_evidence(box, collector)
         except InfraError as exc:
             _raise_if_engine_down(client)
             execution.sandbox_error = f"the sandbox failed during the test run: {exc}"
@@ -418,6 +421,26 @@ def _run_in_sandbox(
     execution.session_finished = b'"session_finish"' in evidence
     execution.duration_s = round(ready.seconds + time.monotonic() - started, 3)
     return SandboxRun(execution, evidence.decode("utf-8", "replace"), output, ready.eval_script)
+
+
+EVIDENCE_CAP = 32 * 1024 * 1024
+
+
+def _collect_evidence(box: DockerSandbox, collector: Process) -> bytes:
+    """The collector's record, read only once no test-user process is alive: no
+    survivor of the run (a detached child, an atexit writer) can add to it afterwards.
+
+    The collector (a user the tests cannot signal) answers whether any survived; only
+    then does evalkit spend an exec on killing them (``kill -9 -1`` as the test user).
+    """
+    with contextlib.suppress(OSError):  # a dead sandbox: nothing to read
+        collector.write(b"finish\n")
+    if collector.peek(15, len(b"survivors")) == b"survivors":
+        collector.read_line(1)
+    elif collector.peek(0, 1):
+        return collector.finish(timeout=15, cap=EVIDENCE_CAP)
+    box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
+    return collector.finish(timeout=15, cap=EVIDENCE_CAP)
 
 
 def _raise_if_engine_down(client: docker.DockerClient) -> None:
@@ -704,7 +727,9 @@ class ThreadExecutor:
     def run(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, UnitOutput]]:
         client = self._client()
         allow_new_sandboxes()
-        sandboxes = SandboxPool(client, self.label)
+        sandboxes = SandboxPool(
+            client, self.label, Counter((u.image, unit_limits(u)) for u in units)
+        )
         threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
         stager = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit-stage")
         pending: dict[Future[UnitOutput], EvalUnit] = {}
@@ -722,25 +747,27 @@ class ThreadExecutor:
                     unit = queue.popleft()
                     ahead.append((unit, stager.submit(stage_unit, unit, client, sandboxes)))
 
+        def fill() -> None:
+            with lock:
+                while len(pending) < self.workers and (ahead or queue):
+                    unit, staged = ahead.popleft() if ahead else (queue.popleft(), None)
+                    future = threads.submit(
+                        run_unit_with_retries,
+                        unit,
+                        client,
+                        sandboxes,
+                        staged=staged,
+                        on_staged=stage_next,
+                    )
+                    pending[future] = unit
+
         try:
-            while True:
-                with lock:
-                    while len(pending) < self.workers and (ahead or queue):
-                        unit, staged = ahead.popleft() if ahead else (queue.popleft(), None)
-                        future = threads.submit(
-                            run_unit_with_retries,
-                            unit,
-                            client,
-                            sandboxes,
-                            staged=staged,
-                            on_staged=stage_next,
-                        )
-                        pending[future] = unit
-                if not pending:
-                    break
+            fill()
+            while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield pending.pop(future), future.result()
+                finished = [(pending.pop(f), f.result()) for f in done]
+                fill()  # the next units start before the driver writes these outputs
+                yield from finished
         except BaseException:
             # Interrupted: kill running sandboxes now so workers return at once.
             stopping.set()
