@@ -545,9 +545,9 @@ class SandboxPool:
     for ``docker run``. Every sandbox is still used exactly once.
 
     ``demand``: how many sandboxes of each (image, limits) the run will ask for. The
-    first spare of each is then started at once, and none is started past the last
-    one wanted (no container started only to be removed). Without it, a spare is
-    started after each acquire.
+    first spare of each is then started at once, the next one at the second acquire,
+    and none past the last one wanted (no container started only to be removed).
+    Without it, a spare is started after each acquire.
     """
 
     def __init__(
@@ -562,6 +562,7 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-prestart")
         self._demand = dict(demand) if demand is not None else None
+        self._served: set[tuple[str, Limits]] = set()
         for key, count in (self._demand or {}).items():
             if count > 0:
                 self._spares[key] = self._starter.submit(self._start, *key)
@@ -576,8 +577,12 @@ class SandboxPool:
             if self._demand is None:
                 wanted = True
             else:
+                # Not on the first acquire: that unit's staging is the run's critical
+                # path, and the next unit only stages once its tests start.
+                first = key not in self._served
+                self._served.add(key)
                 self._demand[key] = self._demand.get(key, 0) - 1
-                wanted = self._demand[key] > 0
+                wanted = self._demand[key] > 0 and not first
             if wanted:
                 self._spares[key] = self._starter.submit(self._start, image, limits)
         if spare is not None:
