@@ -527,7 +527,7 @@ def run_unit_with_retries(
             )
         except InfraError as exc:
             error = str(exc)
-        staged, on_staged = None, None
+        staged = None
     return UnitOutput(infra_verdict(unit.prediction, error, attempts=attempts))
 
 
