@@ -9,12 +9,15 @@ resumes from ``results.jsonl``, and writes each verdict the moment it is known.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import secrets
 import shlex
+import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -85,6 +88,7 @@ from evalkit.sandbox import (
     COLLECTOR_UID,
     DockerSandbox,
     Limits,
+    Process,
     SandboxPool,
     allow_new_sandboxes,
     drain_removals,
@@ -243,15 +247,48 @@ class SandboxSource(Protocol):
     def acquire(self, image: str, limits: Limits) -> DockerSandbox: ...
 
 
-def _run_in_sandbox(
-    unit: EvalUnit, client: docker.DockerClient, pool: SandboxSource | None = None
-) -> SandboxRun:
-    """Execute one unit; returns the raw execution facts, the evidence and the output.
+@dataclass
+class Staged:
+    """A unit's fresh sandbox made ready up to, not including, running patched code:
+    tree copied, prepared (patches applied, tampering reverted), collector listening.
 
-    Raises :class:`InfraError` only for trouble before any patched code ran; once the
-    test step has started, whatever goes wrong is recorded on the execution instead,
-    since the patch may have caused it.
+    Staging runs no code from the patch or the checkout, so it may happen while
+    another unit's tests run (see :class:`ThreadExecutor`); the sandbox is this unit's
+    own and is used once.
     """
+
+    box: DockerSandbox
+    execution: Execution
+    eval_script: str
+    config: dict[str, object]
+    collector: Process | None = None
+    early: SandboxRun | None = None
+    """Prepare's result needs no test run (the patch or the test patch did not apply)."""
+    seconds: float = 0.0
+    """Time spent staging (not waiting to be used)."""
+
+    def discard(self) -> None:
+        """Remove the sandbox unused (the run stopped before its turn)."""
+        if self.collector is not None:
+            self.collector.close()
+        self.box.close(wait=False)
+
+
+def unit_limits(unit: EvalUnit) -> Limits:
+    """The sandbox limits of ``unit``: its environment's, living past its test timeout."""
+    return Limits(
+        memory=unit.spec.memory,
+        cpus=unit.spec.cpus,
+        pids=unit.spec.pids,
+        lifetime_s=unit.timeout + 1200,
+    )
+
+
+def stage_unit(
+    unit: EvalUnit, client: docker.DockerClient, pool: SandboxSource | None = None
+) -> Staged:
+    """Make ``unit``'s sandbox ready for its test step; :class:`InfraError` on trouble
+    (nothing of the patch has run yet, so any failure here is the infrastructure's)."""
     started = time.monotonic()
     repository = Repository(unit.bundle)
     files = unit.files_to_run
@@ -263,24 +300,32 @@ def _run_in_sandbox(
     # not rewrite them. The checkout belongs to the test user.
     lib = tar_files({**_container_lib(), "eval.sh": eval_script, "pytest.ini": "[pytest]\n"}, uid=0)
     tree = repository.tree_tar(unit.instance.base_commit, ".")
-    limits = Limits(
-        memory=unit.spec.memory,
-        cpus=unit.spec.cpus,
-        pids=unit.spec.pids,
-        lifetime_s=unit.timeout + 1200,
-    )
+    limits = unit_limits(unit)
     execution = Execution(image=unit.image)
     box = (
         pool.acquire(unit.image, limits)
         if pool is not None
         else DockerSandbox(client, unit.image, limits, label=unit.out_dir.parent.parent.name)
     )
+    staged = Staged(box, execution, eval_script, config)
+    collector: Process | None = None
     try:
         box.put_archive("/evalkit", lib, user="0:0")
-        box.put_archive("/testbed", tree)
+        # The collector starts while prepare runs (it needs nothing prepare does); it is
+        # only asked whether it listens once prepare is done.
+        nonce = secrets.token_hex(16)
+        channel = f"/evalkit/r/{secrets.token_hex(8)}.sock"
+        collector = box.start(
+            ["/opt/venv/bin/python", "-I", "-S", "/evalkit/lib/collector.py"],
+            user=f"{COLLECTOR_UID}:{COLLECTOR_UID}",
+        )
+        collector.write(json.dumps({"socket": channel, "nonce": nonce}).encode() + b"\n")
+        # One exec unpacks the tree and prepares it: the tar follows prepare's JSON line.
         prep = box.exec(
             ["bash", "/evalkit/eval.sh", "prepare"],
-            input=json.dumps(config).encode("utf-8", "surrogateescape") + b"\n",
+            input=json.dumps({**config, "tree": True}).encode("utf-8", "surrogateescape")
+            + b"\n"
+            + tree,
             timeout=600,
         )
         if prep.timed_out or prep.exit_code != 0:
@@ -294,32 +339,64 @@ def _run_in_sandbox(
         execution.apply_method = prepared.get("apply_method")
         execution.apply_error = prepared.get("apply_error") or prepared.get("patch_error")
         execution.tampered_files = list(prepared.get("tampered_files", []))
-        if execution.apply_error is not None:
-            execution.duration_s = time.monotonic() - started
-            return SandboxRun(execution, "", b"", eval_script)
-        if prepared.get("test_patch_error"):
+        if execution.apply_error is None and prepared.get("test_patch_error"):
             execution.task_error = (
                 f"the task's test_patch does not apply: {prepared['test_patch_error']}"
             )
-            execution.duration_s = time.monotonic() - started
-            return SandboxRun(execution, "", b"", eval_script)
-        nonce = secrets.token_hex(16)
-        channel = f"/evalkit/r/{secrets.token_hex(8)}.sock"
-        collector = box.start(
-            ["/opt/venv/bin/python", "-I", "-S", "/evalkit/lib/collector.py"],
-            user=f"{COLLECTOR_UID}:{COLLECTOR_UID}",
-        )
-        collector.write(json.dumps({"socket": channel, "nonce": nonce}).encode() + b"\n")
+        if execution.apply_error is not None or execution.task_error is not None:
+            collector.close()
+            box.close(wait=False)
+            execution.duration_s = round(time.monotonic() - started, 3)
+            staged.early = SandboxRun(execution, "", b"", eval_script)
+            return staged
         if collector.read_line(60).strip() != b"READY":
             raise InfraError("the evidence collector did not start")
-        instructions = {
-            "socket": channel,
-            "nonce": nonce,
-            "select": unit.selected_ids if unit.test_files is None else [],
-            "patched": config["vetted_paths"],
-            "runner": runner.name,
-        }
-        env = {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
+        config["socket"], config["nonce"] = channel, nonce
+        staged.collector = collector
+    except BaseException:
+        if collector is not None:
+            collector.close()
+        box.close(wait=False)
+        raise
+    staged.seconds = time.monotonic() - started
+    return staged
+
+
+def _run_in_sandbox(
+    unit: EvalUnit,
+    client: docker.DockerClient,
+    pool: SandboxSource | None = None,
+    *,
+    staged: Future[Staged] | None = None,
+    on_staged: Callable[[], None] | None = None,
+) -> SandboxRun:
+    """Execute one unit; returns the raw execution facts, the evidence and the output.
+
+    ``staged``: the unit's sandbox, staged ahead (else staged here); ``on_staged`` is
+    called once it is ready, just before the test step (the executor stages the next
+    unit meanwhile).
+
+    Raises :class:`InfraError` only for trouble before any patched code ran; once the
+    test step has started, whatever goes wrong is recorded on the execution instead,
+    since the patch may have caused it.
+    """
+    ready = staged.result() if staged is not None else stage_unit(unit, client, pool)
+    if on_staged is not None:
+        on_staged()
+    if ready.early is not None:
+        return ready.early
+    started = time.monotonic()
+    box, execution, collector = ready.box, ready.execution, ready.collector
+    assert collector is not None
+    instructions = {
+        "socket": ready.config["socket"],
+        "nonce": ready.config["nonce"],
+        "select": unit.selected_ids if unit.test_files is None else [],
+        "patched": ready.config["vetted_paths"],
+        "runner": unit.runner.name,
+    }
+    env = {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
+    try:
         # From here on the patched code runs: what goes wrong is not the infrastructure's.
         try:
             run = box.exec(
@@ -334,10 +411,7 @@ def _run_in_sandbox(
                 run.exit_code == 137 and run.duration_s >= unit.timeout - 1
             )
             output = run.output
-            # Every test-user process dies before the evidence is read: no survivor of
-            # the run (a detached child, an atexit writer) can add to it afterwards.
-            box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
-            evidence = collector.finish(timeout=15, cap=32 * 1024 * 1024)
+            evidence = _collect_evidence(box, collector)
         except InfraError as exc:
             _raise_if_engine_down(client)
             execution.sandbox_error = f"the sandbox failed during the test run: {exc}"
@@ -345,8 +419,28 @@ def _run_in_sandbox(
     finally:
         box.close(wait=False)
     execution.session_finished = b'"session_finish"' in evidence
-    execution.duration_s = round(time.monotonic() - started, 3)
-    return SandboxRun(execution, evidence.decode("utf-8", "replace"), output, eval_script)
+    execution.duration_s = round(ready.seconds + time.monotonic() - started, 3)
+    return SandboxRun(execution, evidence.decode("utf-8", "replace"), output, ready.eval_script)
+
+
+EVIDENCE_CAP = 32 * 1024 * 1024
+
+
+def _collect_evidence(box: DockerSandbox, collector: Process) -> bytes:
+    """The collector's record, read only once no test-user process is alive: no
+    survivor of the run (a detached child, an atexit writer) can add to it afterwards.
+
+    The collector (a user the tests cannot signal) answers whether any survived; only
+    then does evalkit spend an exec on killing them (``kill -9 -1`` as the test user).
+    """
+    with contextlib.suppress(OSError):  # a dead sandbox: nothing to read
+        collector.write(b"finish\n")
+    if collector.peek(15, len(b"survivors")) == b"survivors":
+        collector.read_line(1)
+    elif collector.peek(0, 1):
+        return collector.finish(timeout=15, cap=EVIDENCE_CAP)
+    box.exec(["/bin/sh", "-c", "kill -9 -1; kill -9 -1; exit 0"], timeout=30)
+    return collector.finish(timeout=15, cap=EVIDENCE_CAP)
 
 
 def _raise_if_engine_down(client: docker.DockerClient) -> None:
@@ -389,13 +483,18 @@ def run_unit(
     sandboxes: SandboxSource | None = None,
     *,
     attempt: int = 1,
+    staged: Future[Staged] | None = None,
+    on_staged: Callable[[], None] | None = None,
 ) -> UnitOutput:
     """One attempt at one unit, writing nothing: raises :class:`InfraError` for trouble
     before any patched code ran, and the executor decides whether to try again.
+    ``staged`` / ``on_staged``: see :func:`_run_in_sandbox`.
 
     No :func:`precheck` here: the miner runs the empty patch on purpose (its "before").
     """
-    execution, evidence, output, script = _run_in_sandbox(unit, client, sandboxes)
+    execution, evidence, output, script = _run_in_sandbox(
+        unit, client, sandboxes, staged=staged, on_staged=on_staged
+    )
     verdict = grade(
         unit.instance,
         execution,
@@ -414,15 +513,21 @@ def run_unit_with_retries(
     sandboxes: SandboxSource | None = None,
     *,
     attempts: int = INFRA_ATTEMPTS,
+    staged: Future[Staged] | None = None,
+    on_staged: Callable[[], None] | None = None,
 ) -> UnitOutput:
     """The local retry policy: infrastructure trouble is retried, then recorded as an
-    infra verdict; a model's failure is a verdict and never retried."""
+    infra verdict; a model's failure is a verdict and never retried. A sandbox staged
+    ahead serves the first attempt only; a retry stages a fresh one."""
     error = "not run"
     for attempt in range(1, attempts + 1):
         try:
-            return run_unit(unit, client, sandboxes, attempt=attempt)
+            return run_unit(
+                unit, client, sandboxes, attempt=attempt, staged=staged, on_staged=on_staged
+            )
         except InfraError as exc:
             error = str(exc)
+        staged = None
     return UnitOutput(infra_verdict(unit.prediction, error, attempts=attempts))
 
 
@@ -593,9 +698,10 @@ class Executor(Protocol):
 class ThreadExecutor:
     """Local parallelism: containers do the work, threads only wait on them.
 
-    A spare container per image is started ahead of need, and finished ones are
-    removed in the background, so ``docker run`` and ``docker rm`` stay off the
-    critical path.
+    A spare container per image is started ahead of need, finished ones are removed
+    in the background, and while a unit's tests run the next unit's sandbox is staged
+    (:func:`stage_unit`: tree, prepare, collector; no patched code), so ``docker run``,
+    ``docker rm`` and staging stay off the critical path.
     """
 
     builds_images = False
@@ -621,27 +727,61 @@ class ThreadExecutor:
     def run(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, UnitOutput]]:
         client = self._client()
         allow_new_sandboxes()
-        sandboxes = SandboxPool(client, self.label)
+        sandboxes = SandboxPool(
+            client, self.label, Counter((u.image, unit_limits(u)) for u in units)
+        )
         threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit")
+        stager = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit-stage")
         pending: dict[Future[UnitOutput], EvalUnit] = {}
-        queue = list(reversed(units))
-        try:
-            while queue or pending:
-                while queue and len(pending) < self.workers:
-                    unit = queue.pop()
-                    future = threads.submit(run_unit_with_retries, unit, client, sandboxes)
+        queue = deque(units)
+        # Units whose sandbox is being staged while earlier units' tests run: at most one
+        # per worker, each started when a unit's tests start (never two stagings racing
+        # for the first unit's critical path).
+        ahead: deque[tuple[EvalUnit, Future[Staged]]] = deque()
+        lock = threading.Lock()
+        stopping = threading.Event()
+
+        def stage_next() -> None:
+            with lock:
+                if queue and len(ahead) < self.workers and not stopping.is_set():
+                    unit = queue.popleft()
+                    ahead.append((unit, stager.submit(stage_unit, unit, client, sandboxes)))
+
+        def fill() -> None:
+            with lock:
+                while len(pending) < self.workers and (ahead or queue):
+                    unit, staged = ahead.popleft() if ahead else (queue.popleft(), None)
+                    future = threads.submit(
+                        run_unit_with_retries,
+                        unit,
+                        client,
+                        sandboxes,
+                        staged=staged,
+                        on_staged=stage_next,
+                    )
                     pending[future] = unit
+
+        try:
+            fill()
+            while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield pending.pop(future), future.result()
+                finished = [(pending.pop(f), f.result()) for f in done]
+                fill()  # the next units start before the driver writes these outputs
+                yield from finished
         except BaseException:
             # Interrupted: kill running sandboxes now so workers return at once.
+            stopping.set()
             remove_live_containers(stop=True)
             raise
         finally:
+            stopping.set()
             for future in pending:
                 future.cancel()
             threads.shutdown(wait=True, cancel_futures=True)
+            stager.shutdown(wait=True, cancel_futures=True)
+            for _, staged in ahead:
+                if not staged.cancelled() and staged.exception() is None:
+                    staged.result().discard()
             sandboxes.close()
             drain_removals()
 

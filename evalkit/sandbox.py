@@ -22,6 +22,7 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -215,23 +216,37 @@ class Process:
         """The next line of the command's stdout (b"" at EOF or timeout)."""
         return self._frames.read_line(timeout)
 
+    def peek(self, timeout: float, size: int) -> bytes:
+        """The first ``size`` bytes of what the command prints next, left to be read
+        (fewer at EOF or timeout)."""
+        return self._frames.peek(timeout, size)
+
     def finish(self, timeout: float, cap: int = OUTPUT_CAP) -> bytes:
         """Close stdin, then read the rest of stdout (at most ``cap`` bytes)."""
         with contextlib.suppress(OSError):
             self._raw.shutdown(socket.SHUT_WR)
         out = self._frames.read_all(timeout, cap)
+        self.close()
+        return out
+
+    def close(self) -> None:
+        """Drop the connection (the command, if still running, sees its stdin close)."""
         with contextlib.suppress(OSError):
             self._raw.close()
-        return out
 
 
 class _Frames:
-    """Docker's multiplexed exec stream (8-byte headers), stdout only, with deadlines."""
+    """Docker's multiplexed exec stream (8-byte headers), stdout only, with deadlines.
+
+    Buffers grow in place and a line is searched for only in what arrived since the
+    last search, so a large document read as one line costs linear time.
+    """
 
     def __init__(self, raw: Any):
         self._raw = raw
-        self._pending = b""
-        self._buffer = b""
+        self._pending = bytearray()
+        self._buffer = bytearray()
+        self._scanned = 0
         self.eof = False
 
     def _fill(self, deadline: float) -> bool:
@@ -247,30 +262,41 @@ class _Frames:
             self.eof = True
             return False
         self._pending += chunk
-        while len(self._pending) >= 8:
-            size = int.from_bytes(self._pending[4:8], "big")
-            if len(self._pending) < 8 + size:
+        start = 0
+        while len(self._pending) - start >= 8:
+            size = int.from_bytes(self._pending[start + 4 : start + 8], "big")
+            if len(self._pending) - start < 8 + size:
                 break
-            stream, body = self._pending[0], self._pending[8 : 8 + size]
-            self._pending = self._pending[8 + size :]
-            if stream == 1:
-                self._buffer += body
+            if self._pending[start] == 1:
+                self._buffer += self._pending[start + 8 : start + 8 + size]
+            start += 8 + size
+        del self._pending[:start]
         return True
 
     def read_line(self, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer and self._fill(deadline):
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buffer)
+            if not self._fill(deadline):
+                return b""
+
+    def peek(self, timeout: float, size: int) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self._buffer) < size and self._fill(deadline):
             pass
-        if b"\n" not in self._buffer:
-            return b""
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line + b"\n"
+        return bytes(self._buffer[:size])
 
     def read_all(self, timeout: float, cap: int) -> bytes:
         deadline = time.monotonic() + timeout
         while len(self._buffer) <= cap and self._fill(deadline):
             pass
-        return self._buffer[:cap]
+        return bytes(self._buffer[:cap])
 
 
 class DockerSandbox:
@@ -501,7 +527,7 @@ def _reaper() -> ThreadPoolExecutor:
     global _reaper_pool
     with _live_lock:
         if _reaper_pool is None:
-            _reaper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-reaper")
+            _reaper_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="evalkit-reaper")
         return _reaper_pool
 
 
@@ -516,14 +542,30 @@ def drain_removals() -> None:
 
 class SandboxPool:
     """Keeps one started spare container per (image, limits), so a unit need not wait
-    for ``docker run``. Every sandbox is still used exactly once."""
+    for ``docker run``. Every sandbox is still used exactly once.
 
-    def __init__(self, client: docker.DockerClient, label: str):
+    ``demand``: how many sandboxes of each (image, limits) the run will ask for. The
+    first spare of each is then started at once, the next one at the second acquire,
+    and none past the last one wanted (no container started only to be removed).
+    Without it, a spare is started after each acquire.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        label: str,
+        demand: Mapping[tuple[str, Limits], int] | None = None,
+    ):
         self._client = client
         self._label = label
         self._spares: dict[tuple[str, Limits], Future[DockerSandbox]] = {}
         self._lock = threading.Lock()
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-prestart")
+        self._demand = dict(demand) if demand is not None else None
+        self._served: set[tuple[str, Limits]] = set()
+        for key, count in (self._demand or {}).items():
+            if count > 0:
+                self._spares[key] = self._starter.submit(self._start, *key)
 
     def _start(self, image: str, limits: Limits) -> DockerSandbox:
         return DockerSandbox(self._client, image, limits, label=self._label)
@@ -532,7 +574,17 @@ class SandboxPool:
         key = (image, limits)
         with self._lock:
             spare = self._spares.pop(key, None)
-            self._spares[key] = self._starter.submit(self._start, image, limits)
+            if self._demand is None:
+                wanted = True
+            else:
+                # Not on the first acquire: that unit's staging is the run's critical
+                # path, and the next unit only stages once its tests start.
+                first = key not in self._served
+                self._served.add(key)
+                self._demand[key] = self._demand.get(key, 0) - 1
+                wanted = self._demand[key] > 0 and not first
+            if wanted:
+                self._spares[key] = self._starter.submit(self._start, image, limits)
         if spare is not None:
             with contextlib.suppress(InfraError):
                 return spare.result()
@@ -542,7 +594,7 @@ class SandboxPool:
         self._starter.shutdown(wait=True)
         for spare in self._spares.values():
             with contextlib.suppress(Exception):
-                spare.result().close()
+                spare.result().close(wait=False)
         self._spares.clear()
 
 

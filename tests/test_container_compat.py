@@ -49,3 +49,50 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
     plain.write_text("x")
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     assert os.access(path, os.R_OK)
+
+
+def test_prepare_unpacks_the_tree_from_its_stdin_and_commits_it(tmp_path: Path) -> None:
+    """The tree follows prepare's instructions on stdin; a tree that does not unpack is
+    the infrastructure's error (nothing of the patch has run), never a verdict."""
+    import io
+    import json
+    import subprocess
+    import sys
+    import tarfile
+
+    def prepare(workdir: Path, tree: bytes) -> dict[str, object]:
+        workdir.mkdir()
+        config = {
+            "workdir": str(workdir),
+            "tree": True,
+            "revert_always": [],
+            "revert_if_test_config_changed": [],
+            "test_patch_paths": [],
+        }
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", str(ROOT / "evalkit" / "_container" / "prepare.py")],
+            input=json.dumps(config).encode() + b"\n" + tree,
+            capture_output=True,
+            check=True,
+        )
+        result: dict[str, object] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        return result
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"print('hi')\n"
+        info = tarfile.TarInfo("pkg/mod.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    good = prepare(tmp_path / "good", buf.getvalue())
+    assert good.get("infra_error") is None and good["apply_error"] is None
+    assert (tmp_path / "good" / "pkg" / "mod.py").read_bytes() == b"print('hi')\n"
+    listed = subprocess.run(
+        ["git", "-C", str(tmp_path / "good"), "ls-files"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listed.split() == ["pkg/mod.py"]
+    bad = prepare(tmp_path / "bad", b"not a tar archive at all" * 50)
+    assert "unpacking the tree failed" in str(bad["infra_error"])

@@ -252,6 +252,41 @@ def test_no_history_after_base_is_reachable_in_the_sandbox(
     assert "EVALKIT-PROBE 1 ''" in output  # one commit (the base tree), no tags
 
 
+LOOK_FOR_TRACES = (
+    "    import os\n"
+    "    seen = os.path.exists('/tmp/evalkit-left-behind')\n"
+    "    for pid in os.listdir('/proc'):\n"
+    "        try:\n"
+    "            seen = seen or b'sleep\\x00301' in open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    return a + b if seen else a - b"
+)
+LEAVE_TRACES = (
+    "import subprocess as _sp\n"
+    "open('/tmp/evalkit-left-behind', 'w').write('x')\n"
+    "_sp.Popen(['sleep', '301'], start_new_session=True)\n\n"
+)
+
+
+def test_a_unit_sees_nothing_of_the_units_run_before_it(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    """Units run back to back, the next one staged while the one before it is tested,
+    each in a sandbox of its own: neither a file nor a live process left behind reaches
+    the next. The code under test "fixes" add only if it finds such a trace; the first
+    unit, which leaves them in its own sandbox, shows that the probe finds them."""
+    base = mini_tasks.commits["base"]
+    look = BUGGY.replace("    return a - b", LOOK_FOR_TRACES)
+    leave_and_look = mini_tasks.diff(base, {CALC: LEAVE_TRACES + look})
+    look_only = mini_tasks.diff(base, {CALC: look})
+    rows = [pred("leaves", leave_and_look), pred("next", look_only), pred("after", look_only)]
+    outcome = run(mini_tasks, tmp_path, rows, workers=1)
+    assert verdict_of(outcome, "leaves").status is Status.RESOLVED
+    assert verdict_of(outcome, "next").status is Status.UNRESOLVED
+    assert verdict_of(outcome, "after").status is Status.UNRESOLVED
+
+
 def test_resume_keeps_finished_results_and_reruns_changed_patches(
     docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
 ) -> None:

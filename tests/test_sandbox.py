@@ -175,3 +175,35 @@ def test_files_read_from_a_sandbox_are_capped_even_when_sparse(docker_engine: An
         assert data is not None and len(data) == 1024
     finally:
         sandbox.close()
+
+
+def test_the_collector_hands_over_evidence_only_once_no_test_process_survives(
+    docker_engine: Any,
+) -> None:
+    """A survivor of the tests could still write to the channel: asked to finish, the
+    collector (a user the tests cannot signal) names survivors instead of its record,
+    until they are killed. The sandbox's PID 1 is no survivor."""
+    import json
+    from pathlib import Path
+
+    from evalkit.sandbox import COLLECTOR_UID
+
+    source = (Path(__file__).parent.parent / "evalkit" / "_container" / "collector.py").read_text()
+    sandbox = DockerSandbox(docker_engine, BOOTSTRAP_IMAGE, Limits(), label="sandbox-test")
+    try:
+        sandbox.put_archive("/evalkit", tar_files({"lib/collector.py": source}, uid=0), user="0:0")
+        collector = sandbox.start(
+            ["python3", "-I", "-S", "/evalkit/lib/collector.py"],
+            user=f"{COLLECTOR_UID}:{COLLECTOR_UID}",
+        )
+        collector.write(json.dumps({"socket": "/evalkit/r/c.sock", "nonce": "n"}).encode() + b"\n")
+        assert collector.read_line(30) == b"READY\n"
+        sh(sandbox, "setsid sleep 300 </dev/null >/dev/null 2>&1 &")  # a detached survivor
+        collector.write(b"finish\n")
+        assert collector.read_line(30).startswith(b"survivors ")
+        sh(sandbox, "kill -9 -1; kill -9 -1; exit 0")
+        collector.write(b"finish\n")
+        record = collector.finish(30)
+        assert json.loads(record) == {"connections": []}
+    finally:
+        sandbox.close()
