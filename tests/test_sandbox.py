@@ -207,3 +207,34 @@ def test_the_collector_hands_over_evidence_only_once_no_test_process_survives(
         assert json.loads(record) == {"connections": []}
     finally:
         sandbox.close()
+
+
+def test_a_process_hopping_from_pid_to_pid_is_still_a_survivor(docker_engine: Any) -> None:
+    """Attack on the survivor check: a process that forks and exits as fast as it can is
+    never where a /proc listing saw it. The collector must still name it (and one kill of
+    every process at once still ends it)."""
+    import json
+    from pathlib import Path
+
+    from evalkit.sandbox import COLLECTOR_UID
+
+    source = (Path(__file__).parent.parent / "evalkit" / "_container" / "collector.py").read_text()
+    sandbox = DockerSandbox(docker_engine, BOOTSTRAP_IMAGE, Limits(), label="sandbox-test")
+    try:
+        sandbox.put_archive("/evalkit", tar_files({"lib/collector.py": source}, uid=0), user="0:0")
+        collector = sandbox.start(
+            ["python3", "-I", "-S", "/evalkit/lib/collector.py"],
+            user=f"{COLLECTOR_UID}:{COLLECTOR_UID}",
+        )
+        collector.write(json.dumps({"socket": "/evalkit/r/c.sock", "nonce": "n"}).encode() + b"\n")
+        assert collector.read_line(30) == b"READY\n"
+        hopper = "import os\nwhile True:\n    if os.fork():\n        os._exit(0)\n"
+        sh(sandbox, f"setsid python3 -c '{hopper}' </dev/null >/dev/null 2>&1 &")
+        for _ in range(5):  # every ask, however the listing falls
+            collector.write(b"finish\n")
+            assert collector.read_line(30).startswith(b"survivors ")
+        sh(sandbox, "kill -9 -1; kill -9 -1; exit 0")
+        collector.write(b"finish\n")
+        assert json.loads(collector.finish(30)) == {"connections": []}
+    finally:
+        sandbox.close()

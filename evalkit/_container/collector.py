@@ -13,8 +13,9 @@ Protocol: one JSON line on stdin (``{"socket": PATH, "nonce": STR, "cap": BYTES}
 A "finish" line asks for the document only if no other user's process is alive (PID 1
 aside): then it comes, as on EOF; else "survivors N" comes instead, and the host kills
 them and closes stdin. The test user cannot signal this user, so it cannot forge that
-answer, and a test-user process can only be born of another one: once none is alive,
-none can write again. The host is thus spared an exec when nothing survived the tests.
+answer, and a test-user process can only be born of another one: once none is alive
+(in a settled listing, see :func:`survivors`), none can write again. The host is thus
+spared an exec when nothing survived the tests.
 """
 
 from __future__ import annotations
@@ -114,24 +115,39 @@ class Connection:
         }
 
 
+def _listing():  # type: ignore[no-untyped-def]
+    return sorted(n for n in os.listdir("/proc") if n.isdigit() and n != "1")
+
+
 def survivors():  # type: ignore[no-untyped-def]
-    """Live processes of any other user than this one, PID 1 (the sandbox's) aside."""
+    """Live processes of any other user than this one, PID 1 (the sandbox's) aside.
+
+    A listing of /proc is no snapshot: a process listed and gone by the time its status is
+    read may have forked first, its child born after the listing. So an empty answer needs
+    a listing whose every pid was read, and the same listing again right after (a process
+    hopping from pid to pid changes it); an unsettled /proc after many tries counts as a
+    survivor, and the host kills."""
     mine = os.getuid()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or name == "1":
-            continue
-        try:
-            with open("/proc/%s/status" % name) as fh:
-                fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        except OSError:
-            continue  # gone meanwhile
-        state = fields.get("State", "").split()[:1]
-        uid = fields.get("Uid", "").split()[:1]
-        if state in (["Z"], ["X"]) or not uid or int(uid[0]) == mine:
-            continue
-        found.append(int(name))
-    return found
+    for _ in range(50):
+        names = _listing()
+        found, churn = [], False
+        for name in names:
+            try:
+                with open("/proc/%s/status" % name) as fh:
+                    fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            except OSError:
+                churn = True  # gone meanwhile
+                continue
+            state = fields.get("State", "").split()[:1]
+            uid = fields.get("Uid", "").split()[:1]
+            if state in (["Z"], ["X"]) or not uid or int(uid[0]) == mine:
+                continue
+            found.append(int(name))
+        if found:
+            return found
+        if not churn and _listing() == names:
+            return []
+    return [-1]
 
 
 def main():  # type: ignore[no-untyped-def]
