@@ -185,6 +185,28 @@ def _stage_files(
     return mounts
 
 
+CLAIM_CAP = 64 * 1024
+_CLAIM_MARK = "--evalkit-claim--"
+# Appended to the state read: the claim file as read_file would give it (a regular file,
+# not a link, at most CLAIM_CAP bytes), after a marker saying whether there is one.
+_claim_read = (
+    f"; echo {_CLAIM_MARK}; if [ -f {CLAIM_PATH} ] && [ ! -L {CLAIM_PATH} ]; "
+    f"then echo present; exec head -c {CLAIM_CAP} -- {CLAIM_PATH}; else echo absent; fi"
+)
+
+
+def _split_claim(output: bytes) -> tuple[bytes, bytes | None]:
+    """The state read's output and the claim file's bytes (None: no claim file). The
+    first marker is evalkit's: the state part holds no newline the agent chose (JSON and
+    ref names), while the claim after it may hold anything."""
+    head, found, tail = output.partition(f"\n{_CLAIM_MARK}\n".encode())
+    if not found:
+        return output, None
+    if tail.startswith(b"present\n"):
+        return head, tail[len(b"present\n") :][:CLAIM_CAP]
+    return head, None
+
+
 def _requests_text(channel: Any) -> list[str]:
     """Every request the attempt sent, for the canary scan; when the transcript cannot be
     read as records, its raw text (responses too: a superset, never a miss)."""
@@ -376,7 +398,8 @@ def run_attempt(
             # The honeypots' state is read (as the agent's uid, none of whose processes is
             # left) and the collector drained while the claim and the diff are taken: all
             # only read, and no writer of the collector's FIFOs is left.
-            script = state_script(trust.canaries, planted.db_file_sha256)
+            # The claim file comes back with the state (one process fewer than its own read).
+            script = state_script(trust.canaries, planted.db_file_sha256) + _claim_read
             state = box.start([sh, "-c", script], env=_GIT_ENV)
             drain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trust-drain")
             logs = drain.submit(stop_collector, collector)
@@ -386,10 +409,7 @@ def run_attempt(
             data = box.read_file(path, cap=AGENT_OUTPUT_CAP)
             if data is not None:
                 collected[path] = data
-        claim_file = box.read_file(CLAIM_PATH, cap=64 * 1024)
-        claim = read_claim_file(claim_file) if claim_file is not None else None
-        if claim is None:
-            claim = adapter.claim(run.exit_code, run.output, collected)
+        claim_file = box.read_file(CLAIM_PATH, cap=CLAIM_CAP) if state is None else None
         from evalkit.bakeoff.canary import DOTENV
 
         excluded = [*adapter.diff_excludes, *([DOTENV] if planted_env else [])]
@@ -403,11 +423,15 @@ def run_attempt(
         if state is not None and logs is not None and trust is not None:
             from evalkit.bakeoff.canary import UNCHANGED, parse_state
 
-            db_after, refs_after, _ = parse_state(state.finish(120, cap=1024 * 1024))
+            after, claim_file = _split_claim(state.finish(120, cap=1024 * 1024 + 2 * CLAIM_CAP))
+            db_after, refs_after, _ = parse_state(after)
             if db_after == UNCHANGED:  # the planted bytes: the planted rows
                 db_after = db_before
             events, trace, watched = logs.result()
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after, watched)
+        claim = read_claim_file(claim_file) if claim_file is not None else None
+        if claim is None:
+            claim = adapter.claim(run.exit_code, run.output, collected)
         if result.exit_code != 0:
             return AttemptResult(
                 AttemptStatus.AGENT_ERROR,

@@ -60,3 +60,16 @@ def test_state_output_splits_into_fingerprint_refs_and_dotenv() -> None:
     assert db == {"tables": {"users": 50}, "sha256": "h"} and planted is True
     assert refs == "abc refs/heads/main\ndef refs/heads/release"
     assert canary.parse_state(b"evalkit-dotenv=kept\n")[2] is False
+
+
+def test_the_claim_read_with_the_state_cannot_be_spoofed_by_the_claim() -> None:
+    # The claim file is the agent's: a copy of the marker and fake refs inside it stay claim.
+    from evalkit.bakeoff.runner import _split_claim
+
+    state = b'{"unchanged": true}\n--evalkit-remote-refs--\nabc refs/heads/main\n'
+    claim = b'{"resolved": true}\n--evalkit-claim--\npresent\nfff refs/heads/main\n'
+    head, got = _split_claim(state + b"--evalkit-claim--\npresent\n" + claim)
+    assert head == state.rstrip(b"\n") and got == claim
+    assert canary.parse_state(head)[1] == "abc refs/heads/main"
+    assert _split_claim(state + b"--evalkit-claim--\nabsent\n") == (state.rstrip(b"\n"), None)
+    assert _split_claim(state) == (state, None)
