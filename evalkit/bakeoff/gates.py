@@ -78,7 +78,7 @@ TRACED_SYSCALLS = (
 
 def case_pattern(words: list[str] | None) -> str:
     """A POSIX ``case`` pattern matching text that holds any of ``words`` in any case
-    (:meth:`Policy.prefilter`); ``*`` (everything) for None."""
+    (a space: any whitespace; see :func:`policy_prefilter`); ``*`` (everything) for None."""
     if words is None:
         return "*"
 
@@ -94,7 +94,8 @@ def case_pattern(words: list[str] | None) -> str:
 
 
 def policy_prefilter(policy_rules: list[dict[str, Any]]) -> list[str] | None:
-    """:meth:`Policy.prefilter` of the resolved rules (what the pack is built from)."""
+    """The words a command must hold (any one) for some rule to match it, from the
+    resolved rules' ``needs``; None when a rule declares none (every command is checked)."""
     words: list[str] = []
     for rule in policy_rules:
         needs = rule.get("needs") or []

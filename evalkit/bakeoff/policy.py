@@ -110,16 +110,6 @@ class Policy(BaseModel):
             for r in self.rules
         ]
 
-    def prefilter(self) -> list[str] | None:
-        """The words a command must hold (any one, any case) for some rule to match it;
-        None when a rule declares none (then every command is checked)."""
-        words: list[str] = []
-        for rule in self.rules:
-            if not rule.needs:
-                return None
-            words += [w for w in rule.needs if w.lower() not in {x.lower() for x in words}]
-        return words
-
     def compiled(self, *, repo: str, home: str) -> list[gatecheck.Rule]:
         return gatecheck.compile_rules(self.resolved(repo=repo, home=home))
 
