@@ -251,6 +251,16 @@ def pytest_unconfigure(config):  # type: ignore[no-untyped-def]
     global _sock
     _emit({"event": "end"})
     if _sock is not None:
+        # Wait for the collector's acknowledgement: it has then read every line while this
+        # process is alive (a line it reads after the writer died counts as late).
+        with contextlib.suppress(OSError):
+            _sock.settimeout(5)
+            got = b""
+            while b"end\n" not in got:
+                chunk = _sock.recv(64)
+                if not chunk:
+                    break
+                got += chunk
         with contextlib.suppress(OSError):
             _sock.close()
         _sock = None
