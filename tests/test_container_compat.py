@@ -96,3 +96,63 @@ def test_prepare_unpacks_the_tree_from_its_stdin_and_commits_it(tmp_path: Path) 
     assert listed.split() == ["pkg/mod.py"]
     bad = prepare(tmp_path / "bad", b"not a tar archive at all" * 50)
     assert "unpacking the tree failed" in str(bad["infra_error"])
+
+
+def test_the_pytest_reporter_outlives_a_slow_collector_until_acknowledged(tmp_path: Path) -> None:
+    """A line the collector reads after its writer died counts as late (integrity): so the
+    plugin must not exit before the collector, however busy, has read its end line."""
+    import json
+    import os
+    import socket
+    import struct
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    (tmp_path / "test_a.py").write_text("def test_a():\n    assert True\n")
+    path = str(tmp_path / "c.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    seen: dict[str, object] = {}
+
+    def slow_collector() -> None:
+        conn, _ = server.accept()
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+        time.sleep(1.5)  # busy elsewhere while the report is written
+        data = b""
+        while b'"event": "end"' not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        seen["alive_at_end"] = os.path.exists(f"/proc/{pid}") and not _zombie(pid)
+        conn.sendall(b"end\n")
+        conn.close()
+
+    thread = threading.Thread(target=slow_collector)
+    thread.start()
+    script = Path(__file__).parent.parent / "evalkit" / "_container" / "run_pytest.py"
+    config = {"socket": path, "nonce": "n", "trusted_plugins": str(tmp_path / "none.json")}
+    proc = subprocess.run(
+        [sys.executable, str(script), "-q", "-p", "no:cacheprovider", "test_a.py"],
+        input=json.dumps(config) + "\n",
+        text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    thread.join(30)
+    server.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert seen["alive_at_end"] is True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
+    except OSError:
+        return True
