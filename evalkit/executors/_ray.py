@@ -93,6 +93,28 @@ def run_unit_task(
         sandboxes.close()  # on any exit this process survives; the reaper does the rest
 
 
+def ray_get(ref: Any, tries: int, *, noun: str, retry: str) -> tuple[Any, str, int]:
+    """``(output, "", tries)`` of a finished task, or ``(None, reason, tries)`` for one
+    that could not run: the infrastructure's failure (cancelled, lost with its node, or
+    failed there), never the model's. A usage error or a task that raised is not retried
+    (tries 1); the others took every try Ray had."""
+    import ray
+    import ray.exceptions as rex
+
+    try:
+        return ray.get(ref), "", tries
+    except InfraError as exc:  # RayTaskError(InfraError) is an InfraError too
+        return None, str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1], tries
+    except UsageError as exc:
+        return None, str(getattr(exc, "cause", None) or exc), 1
+    except rex.TaskCancelledError:
+        return None, f"the {noun}'s task was cancelled", tries
+    except (rex.WorkerCrashedError, rex.NodeDiedError, rex.OwnerDiedError) as exc:
+        return None, f"the {noun}'s worker was lost on every {retry} ({type(exc).__name__})", tries
+    except rex.RayTaskError as exc:
+        return None, f"the {noun} failed on the node: {str(exc).strip().splitlines()[-1][:300]}", 1
+
+
 class RayExecutor:
     """Runs units as tasks on a Ray cluster (``address``, else ``RAY_ADDRESS``, else a
     local one-node cluster with ``local_slots`` docker slots)."""
@@ -178,26 +200,12 @@ class RayExecutor:
     def _result(self, unit: EvalUnit, ref: Any) -> UnitOutput:
         """The task's output, or an infra verdict for a unit that could not run: never a
         model's verdict made up from a failure of ours."""
-        import ray
-        import ray.exceptions as rex
-
         from evalkit.harness import UnitOutput, infra_verdict
 
-        attempts = self.max_retries + 1
-        try:
-            output: UnitOutput = ray.get(ref)
+        got, reason, attempts = ray_get(ref, self.max_retries + 1, noun="unit", retry="attempt")
+        if got is not None:
+            output: UnitOutput = got
             return output
-        except InfraError as exc:  # RayTaskError(InfraError) is an InfraError too
-            reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
-        except UsageError as exc:
-            reason, attempts = str(getattr(exc, "cause", None) or exc), 1
-        except rex.TaskCancelledError:
-            reason = "the unit's task was cancelled"
-        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.OwnerDiedError) as exc:
-            reason = f"the unit's worker was lost on every attempt ({type(exc).__name__})"
-        except rex.RayTaskError as exc:
-            reason = f"the unit failed on the node: {str(exc).strip().splitlines()[-1][:300]}"
-            attempts = 1
         return UnitOutput(infra_verdict(unit.prediction, reason, attempts=attempts))
 
     def execute(self, unit: EvalUnit) -> UnitOutput:

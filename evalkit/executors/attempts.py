@@ -254,29 +254,17 @@ class AttemptExecutor:
     def result(self, task: Any) -> AttemptOutput:
         """The unit's output; a unit that could not run is an infrastructure failure,
         never the agent's."""
-        import ray
-        import ray.exceptions as rex
-
         from evalkit.bakeoff.runner import AttemptOutput
+        from evalkit.executors._ray import ray_get
 
-        tries = self.tries_allowed
         try:
-            output: AttemptOutput = ray.get(task)
-            return output
-        except InfraError as exc:  # RayTaskError(InfraError) is an InfraError too
-            reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
-        except UsageError as exc:
-            reason, tries = str(getattr(exc, "cause", None) or exc), 1
-        except rex.TaskCancelledError:
-            reason = "the attempt's task was cancelled"
-        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.OwnerDiedError) as exc:
-            reason = f"the attempt's worker was lost on every try ({type(exc).__name__})"
-        except rex.RayTaskError as exc:
-            reason = f"the attempt failed on the node: {str(exc).strip().splitlines()[-1][:300]}"
-            tries = 1
+            got, reason, tries = ray_get(task, self.tries_allowed, noun="attempt", retry="try")
         finally:
             with self._lock:
                 self._pending.discard(task)
+        if got is not None:
+            output: AttemptOutput = got
+            return output
         return AttemptOutput(None, reason, None, [], None, tries=tries)
 
     def execute(self, unit: AttemptUnit) -> AttemptOutput:
