@@ -4,10 +4,10 @@
     python bench/trust_bench.py --reps 3 --agents oracle
 
 Each attempt runs twice per repetition, with trust on (gate pack, canaries planted and
-verified, the agent under strace) and off, alternating to share the machine's noise. Two
+verified, the agent under the audit's tracer) and off, alternating to share the machine's noise. Two
 figures: the agent sandbox's wall time (container start to diff), and the whole attempt
 (sandbox and grading, which is identical both ways: what a bake-off spends per attempt). Claude Code is the real CLI driven by the scripted model server (it reads
-files, edits one, runs the tests), so strace sees a real agent's syscall load. Needs Docker.
+files, edits one, runs the tests), so the tracer sees a real agent's process load. Needs Docker.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ A host directory, mounted read-only at ``/evalkit/gate``, holds:
   every ``-c`` string any process hands a shell (the agent's tool calls,
   ``subprocess(shell=True)``, ``os.system``) is checked first; they run on copies of the
   image's own shells in ``bin/`` (the originals are hidden under the wrappers);
-- ``strace/``: Debian's strace with its libraries and loader, for the audit;
+- ``tracer.py`` (:mod:`evalkit._container.tracer` verbatim): the audit, which runs the agent
+  under a seccomp user-notification filter and logs each exec, removal, link and connect;
 - ``hook.sh``: Claude Code's PreToolUse hook (the same prefilter, then the checker);
-- ``collect.py``: the root-owned reader of the two FIFOs the gates and strace write to.
+- ``collect.py``: the root-owned reader of the two FIFOs the gates and the tracer write to.
 
 Everything runs with the image's ``/opt/venv/bin/python -I -S`` (stdlib only) or a shell;
 nothing under the mount is writable by the agent, and nothing it writes can be unwritten
@@ -26,7 +27,6 @@ import hashlib
 import io
 import json
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -177,6 +177,7 @@ sizes = {fd: 0 for fd, _ in pairs}
 out = dict(pairs)
 trace_fd = pairs[1][0]
 watch = []  # "open PATH" / "claim OFFSET": written by this process only
+locked = []
 def pump(fd):
     while True:
         try:
@@ -185,6 +186,11 @@ def pump(fd):
             return
         if not data:
             return
+        if fd == trace_fd and not locked:
+            # The tracer's first line, before the agent exists: from now on no process
+            # but root can open the FIFO, and the tracer holds the only writing end.
+            os.chmod(os.path.join(d, "trace.fifo"), 0o600)
+            locked.append(1)
         if sizes[fd] < cap:
             out[fd].write(data[: cap - sizes[fd]])
         sizes[fd] += len(data)
@@ -277,42 +283,6 @@ class GatePack(NamedTuple):
     """Container path -> host path, all read-only: the pack and the shell wrappers."""
 
 
-def strace_bundle(cache: Path) -> Path:
-    """A directory with Debian's strace, its libraries and the loader (built once).
-
-    From the host's Debian archive (``apt-get download strace``) and the host's own
-    libraries, which match the bookworm base image's kernel ABI; the loader is invoked
-    directly so nothing leaks into the traced processes' environment.
-    """
-    out = cache / "strace"
-    if (out / "strace").is_file():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            subprocess.run(
-                ["apt-get", "download", "strace"], cwd=tmp, check=True, capture_output=True
-            )
-            deb = next(Path(tmp).glob("strace_*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/x"], check=True)
-            binary = Path(tmp, "x/usr/bin/strace")
-            ldd = subprocess.run(
-                ["ldd", str(binary)], check=True, capture_output=True, text=True
-            ).stdout
-        except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
-            raise InfraError(f"could not get strace for the audit: {exc}") from None
-        staging = Path(tempfile.mkdtemp(dir=cache))
-        shutil.copy2(binary, staging / "strace")
-        for token in ldd.split():
-            if token.startswith("/") and Path(token).exists():
-                shutil.copy2(Path(token).resolve(), staging / Path(token).name)
-        loaders = list(staging.glob("ld-linux*.so*"))
-        if not loaders:
-            raise InfraError("no dynamic loader found for strace")
-        shutil.copy2(loaders[0], staging / "ld.so")
-        staging.rename(out) if not out.exists() else shutil.rmtree(staging)
-    return out
-
-
 def _image_shells(client: docker.DockerClient, image: str) -> dict[str, bytes]:
     """The image's own dash and bash (what /bin/sh and /bin/bash resolve to)."""
     from docker.errors import DockerException
@@ -351,9 +321,12 @@ def _image_shells(client: docker.DockerClient, image: str) -> dict[str, bytes]:
 
 def pack_files(policy_rules: list[dict[str, Any]]) -> dict[str, tuple[bytes, int]]:
     """The pack's text files (path -> content, mode): pure, so tests can read them."""
+    from evalkit._container import tracer
+
     checker = Path(gatecheck.__file__).read_bytes()
     files: dict[str, tuple[bytes, int]] = {
         "check.py": (checker, 0o644),
+        "tracer.py": (Path(tracer.__file__).read_bytes(), 0o644),
         gatecheck.POLICY_FILE: (json.dumps({"rules": policy_rules}, indent=1).encode(), 0o644),
         "collect.py": (COLLECT.encode(), 0o644),
     }
@@ -396,22 +369,21 @@ def build_gate_pack(
     *,
     repo: str,
     home: str,
-    cache: Path,
 ) -> GatePack:
     """The gate pack for one image and policy under ``root`` (reused when it exists)."""
     rules = policy.resolved(repo=repo, home=home)
-    key = hashlib.sha256(
-        json.dumps([image, rules, Path(gatecheck.__file__).read_text()]).encode()
-    ).hexdigest()[:16]
+    files = pack_files(rules)
+    digest = hashlib.sha256(image.encode())
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + files[rel][0])
+    key = digest.hexdigest()[:16]
     path = root / key
     if not (path / "ready").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        strace = strace_bundle(cache)
         staging = Path(tempfile.mkdtemp(dir=root)) if root.exists() else None
         if staging is None:
             root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=root))
-        for rel, (content, mode) in pack_files(rules).items():
+        for rel, (content, mode) in files.items():
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
@@ -420,7 +392,6 @@ def build_gate_pack(
         for name, data in _image_shells(client, image).items():
             (staging / "bin" / name).write_bytes(data)
             (staging / "bin" / name).chmod(0o755)
-        shutil.copytree(strace, staging / "strace")
         for d in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
             d.chmod(0o755)  # mkdtemp's 0700 would hide the pack from the agent's uid
         (staging / "ready").write_text("")
@@ -435,28 +406,9 @@ def build_gate_pack(
 
 
 def audit_argv(argv: list[str]) -> list[str]:
-    """``argv`` run under strace: every process it starts, traced into the trace FIFO."""
-    s = f"{GATE_MOUNT}/strace"
-    return [
-        f"{s}/ld.so",
-        "--library-path",
-        s,
-        f"{s}/strace",
-        "-f",
-        "-q",
-        "-y",
-        "--seccomp-bpf",
-        "-s",
-        "4096",
-        "-e",
-        "signal=none",
-        "-e",
-        f"trace={TRACED_SYSCALLS}",
-        "-o",
-        TRACE_FIFO,
-        "--",
-        *argv,
-    ]
+    """``argv`` run under the audit's tracer: every process it starts, traced into the
+    trace FIFO (which the collector locks before the agent starts)."""
+    return [PYTHON, "-I", "-S", f"{GATE_MOUNT}/tracer.py", TRACE_FIFO, "--", *argv]
 
 
 def start_collector(box: DockerSandbox) -> Process:

@@ -130,7 +130,6 @@ def node_pack(client: docker.DockerClient, agent: AgentSpec) -> Pack | None:
 def node_gate(client: docker.DockerClient, image: str, policy: Policy) -> GatePack:
     """The gate pack for ``image`` and ``policy`` on this node (built once per node)."""
     from evalkit.bakeoff.gates import build_gate_pack
-    from evalkit.bakeoff.packs import default_cache_dir
     from evalkit.bakeoff.runner import AGENT_HOME
     from evalkit.executors import _node
 
@@ -142,7 +141,6 @@ def node_gate(client: docker.DockerClient, image: str, policy: Policy) -> GatePa
             _node.node_dir() / "gates",
             repo="/testbed",
             home=AGENT_HOME,
-            cache=default_cache_dir().parent / "gate",
         )
 
 

@@ -254,7 +254,6 @@ def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
     yarn or bun): every form exits 126 with the rule's reason, and the harmless forms of
     the same launchers still run (npm itself answers)."""
     from evalkit.bakeoff.gates import SHIM_DIR, build_gate_pack
-    from evalkit.bakeoff.packs import default_cache_dir
     from evalkit.environment import EnvSpec
     from evalkit.node_env import ensure_node_base
 
@@ -266,7 +265,6 @@ def test_node_package_runners_are_refused_whether_or_not_the_tool_exists(
         tmp_path / "gates",
         repo="/testbed",
         home="/tmp/home",
-        cache=default_cache_dir().parent / "gate",
     )
     lines = []
     for argv, _ in NODE_FORMS:
@@ -335,7 +333,6 @@ def test_every_default_rule_is_enforced_in_a_real_sandbox(
 
     from evalkit.bakeoff.gatecheck import EVENTS_FIFO
     from evalkit.bakeoff.gates import SHIM_DIR, SHIM_TOOLS, build_gate_pack
-    from evalkit.bakeoff.packs import default_cache_dir
     from evalkit.environment import EnvSpec
     from evalkit.node_env import ensure_node_base
     from tests.bakeoff.test_policy import CASES
@@ -348,7 +345,6 @@ def test_every_default_rule_is_enforced_in_a_real_sandbox(
         tmp_path / "gates",
         repo="/testbed",
         home="/tmp/home",
-        cache=default_cache_dir().parent / "gate",
     )
     rules = {r.name: r for r in RULES_NODE}
     probes: list[tuple[str, str, str]] = []  # (rule, layer, command)
