@@ -262,6 +262,9 @@ class Staged:
     eval_script: str
     config: dict[str, object]
     collector: Process | None = None
+    test: Process | None = None
+    """The test command, started ahead and waiting for its instructions
+    (:attr:`~evalkit.runners.TestRunner.starts_ahead`)."""
     early: SandboxRun | None = None
     """Prepare's result needs no test run (the patch or the test patch did not apply)."""
     seconds: float = 0.0
@@ -269,8 +272,9 @@ class Staged:
 
     def discard(self) -> None:
         """Remove the sandbox unused (the run stopped before its turn)."""
-        if self.collector is not None:
-            self.collector.close()
+        for proc in (self.collector, self.test):
+            if proc is not None:
+                proc.close()
         self.box.close(wait=False)
 
 
@@ -353,13 +357,22 @@ def stage_unit(
             raise InfraError("the evidence collector did not start")
         config["socket"], config["nonce"] = channel, nonce
         staged.collector = collector
+        if runner.starts_ahead and not unit.spec.pre_test:
+            # It loads the runner from the image, then waits for its instructions: no
+            # code of the checkout runs before its turn.
+            staged.test = box.start(["bash", "/evalkit/eval.sh", "test"], env=_test_env(unit))
     except BaseException:
-        if collector is not None:
-            collector.close()
+        for proc in (collector, staged.test):
+            if proc is not None:
+                proc.close()
         box.close(wait=False)
         raise
     staged.seconds = time.monotonic() - started
     return staged
+
+
+def _test_env(unit: EvalUnit) -> dict[str, str]:
+    return {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
 
 
 def _run_in_sandbox(
@@ -395,16 +408,19 @@ def _run_in_sandbox(
         "patched": ready.config["vetted_paths"],
         "runner": unit.runner.name,
     }
-    env = {"HOME": "/tmp", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **dict(unit.spec.env)}
+    line = json.dumps(instructions).encode() + b"\n"
     try:
         # From here on the patched code runs: what goes wrong is not the infrastructure's.
         try:
-            run = box.exec(
-                ["bash", "/evalkit/eval.sh", "test"],
-                env=env,
-                input=json.dumps(instructions).encode() + b"\n",
-                timeout=unit.timeout + 60,
-            )
+            if ready.test is not None:
+                run = box.complete(ready.test, line, timeout=unit.timeout + 60)
+            else:
+                run = box.exec(
+                    ["bash", "/evalkit/eval.sh", "test"],
+                    env=_test_env(unit),
+                    input=line,
+                    timeout=unit.timeout + 60,
+                )
             execution.test_duration_s = round(run.duration_s, 3)
             execution.test_exit_code = run.exit_code
             execution.timed_out = run.timed_out or (

@@ -205,7 +205,9 @@ def remove_stale(client: docker.DockerClient, run_label: str | None = None) -> i
 class Process:
     """A command running in a sandbox with its stdin open (the evidence collector)."""
 
-    def __init__(self, sock: Any):
+    def __init__(self, sock: Any, exec_id: str | None = None):
+        self.sock = sock
+        self.exec_id = exec_id
         self._raw = getattr(sock, "_sock", sock)
         self._frames = _Frames(self._raw)
 
@@ -411,22 +413,45 @@ class DockerSandbox:
     ) -> ExecResult:
         """Run ``cmd``; ``input`` goes to its stdin. Past ``timeout`` the whole container
         is killed (the result says so). Output keeps head and tail up to ``cap``."""
+        start = time.monotonic()
+        exec_id, sock = self._exec_start(cmd, env, user, input is not None, workdir)
+        return self._complete(exec_id, sock, input, timeout, cap, start)
+
+    def _exec_start(
+        self,
+        cmd: list[str],
+        env: dict[str, str] | None,
+        user: str | None,
+        stdin: bool,
+        workdir: str | None = None,
+    ) -> tuple[str, Any]:
         from docker.errors import DockerException
 
         api = self._client.api
-        start = time.monotonic()
         try:
             exec_id = api.exec_create(
                 self._container.id,
                 cmd,
                 environment=env or {},
                 user=user or "",
-                stdin=input is not None,
+                stdin=stdin,
                 workdir=workdir,
             )["Id"]
-            sock = api.exec_start(exec_id, socket=True)
+            return str(exec_id), api.exec_start(exec_id, socket=True)
         except DockerException as exc:
             raise InfraError(f"exec in the sandbox failed: {exc}") from None
+
+    def _complete(
+        self,
+        exec_id: str,
+        sock: Any,
+        input: bytes | None,
+        timeout: float | None,
+        cap: int,
+        start: float,
+    ) -> ExecResult:
+        from docker.errors import DockerException
+
         raw = getattr(sock, "_sock", sock)
         head: list[bytes] = []
         tail: list[bytes] = []
@@ -467,7 +492,7 @@ class DockerSandbox:
         exit_code: int | None = None
         if not timed_out:
             try:
-                exit_code = api.exec_inspect(exec_id).get("ExitCode")
+                exit_code = self._client.api.exec_inspect(exec_id).get("ExitCode")
             except DockerException as exc:
                 raise InfraError(f"reading the exit code failed: {exc}") from None
         return ExecResult(exit_code, output, timed_out, time.monotonic() - start)
@@ -476,17 +501,18 @@ class DockerSandbox:
         self, cmd: list[str], *, user: str | None = None, env: dict[str, str] | None = None
     ) -> Process:
         """Start ``cmd`` with its stdin open; talk to it through the returned handle."""
-        from docker.errors import DockerException
+        exec_id, sock = self._exec_start(cmd, env, user, True)
+        return Process(sock, exec_id)
 
-        api = self._client.api
-        try:
-            exec_id = api.exec_create(
-                self._container.id, cmd, environment=env or {}, user=user or "", stdin=True
-            )["Id"]
-            sock = api.exec_start(exec_id, socket=True)
-        except DockerException as exc:
-            raise InfraError(f"exec in the sandbox failed: {exc}") from None
-        return Process(sock)
+    def complete(
+        self, proc: Process, input: bytes, *, timeout: float | None, cap: int = OUTPUT_CAP
+    ) -> ExecResult:
+        """Finish a command started with :meth:`start` (nothing read from it yet) as
+        :meth:`exec` would have run it: ``input`` on its stdin, then stdin closed; the
+        duration counts from now, so a command started ahead waits at no cost."""
+        if proc.exec_id is None:
+            raise InfraError("only a command started by this sandbox can be completed")
+        return self._complete(proc.exec_id, proc.sock, input, timeout, cap, time.monotonic())
 
     def read_file(self, path: str, cap: int = OUTPUT_CAP) -> bytes | None:
         """``path``'s content, at most ``cap`` bytes: streamed through ``head`` in the

@@ -7,6 +7,7 @@
 // "path/to/file.test.ts > describe > test name".
 import fs from "node:fs";
 import net from "node:net";
+import { Worker } from "node:worker_threads";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -38,12 +39,13 @@ export function readInstructions() {
 }
 
 export function parseArgs(argv) {
-  const out = { config: null, files: [], extra: [] };
+  const out = { config: null, timeout: 0, files: [], extra: [] };
   let rest = false;
   for (let i = 0; i < argv.length; i++) {
     if (rest) out.files.push(argv[i]);
     else if (argv[i] === "--") rest = true;
     else if (argv[i] === "--config") out.config = argv[++i];
+    else if (argv[i] === "--timeout") out.timeout = Number(argv[++i]) || 0;
     else out.extra.push(argv[i]);
   }
   if (out.config === "/evalkit/none") out.config = null;
@@ -157,12 +159,38 @@ export function integrityFindings(snapshot) {
   return findings;
 }
 
-// Every launcher starts alike, before any checkout code loads: its instructions from
-// stdin, its arguments, and the channel opened and told which runner reports.
-export async function start(name) {
-  const instructions = readInstructions();
+// The test timeout, kept by a thread of this process: it kills the whole process (as
+// `timeout --signal=KILL` would) however busy the main thread is, and it counts from the
+// go signal (the instructions), not from this process's start, so a launcher started
+// ahead of its turn waits at no cost. Returns the function that starts the clock.
+function watchdog(seconds) {
+  if (!(seconds > 0)) return () => {};
+  const flags = new Int32Array(new SharedArrayBuffer(8));
+  const worker = new Worker(
+    `const { workerData } = require("node:worker_threads");
+     const flags = new Int32Array(workerData.buffer);
+     Atomics.wait(flags, 0, 0);
+     Atomics.wait(flags, 1, 0, workerData.ms);
+     process.kill(process.pid, "SIGKILL");`,
+    { eval: true, workerData: { buffer: flags.buffer, ms: seconds * 1000 } },
+  );
+  worker.unref();
+  return () => {
+    Atomics.store(flags, 0, 1);
+    Atomics.notify(flags, 0);
+  };
+}
+
+// Every launcher starts alike, before any checkout code loads: ``warmup`` (the runner's
+// modules, from the image only) may run before the instructions arrive on stdin, which
+// is the go signal; then the channel is opened and told which runner reports.
+export async function start(name, warmup = async () => null) {
   const args = parseArgs(process.argv.slice(2));
+  const go = watchdog(args.timeout);
+  const warm = await warmup();
+  const instructions = readInstructions();
+  go();
   const channel = await Channel.open(instructions.socket, instructions.nonce);
   channel.emit({ event: "runner", name, version: version(name) });
-  return { instructions, args, channel };
+  return { instructions, args, channel, warm };
 }

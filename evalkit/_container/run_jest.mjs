@@ -18,8 +18,9 @@ import {
   start,
 } from "./evalkit_node.mjs";
 
-const { instructions, args, channel } = await start("jest");
-const jest = await importFromImage("jest", ".");
+const { instructions, args, channel, warm: jest } = await start("jest", () =>
+  importFromImage("jest", "."),
+);
 const runCLI = jest.runCLI ?? jest.default?.runCLI;
 
 const wanted = instructions.select || [];

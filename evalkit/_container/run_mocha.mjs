@@ -18,11 +18,13 @@ import {
   start,
 } from "./evalkit_node.mjs";
 
-const { instructions, args, channel } = await start("mocha");
 const require = createRequire(`${MODULES}/mocha/package.json`);
-const Mocha = require(`${MODULES}/mocha/lib/mocha.js`);
-const { loadOptions } = require(`${MODULES}/mocha/lib/cli/options.js`);
-const { handleRequires } = require(`${MODULES}/mocha/lib/cli/run-helpers.js`);
+const { instructions, args, channel, warm } = await start("mocha", async () => ({
+  Mocha: require(`${MODULES}/mocha/lib/mocha.js`),
+  ...require(`${MODULES}/mocha/lib/cli/options.js`),
+  ...require(`${MODULES}/mocha/lib/cli/run-helpers.js`),
+}));
+const { Mocha, loadOptions, handleRequires } = warm;
 
 const wanted = instructions.select || [];
 const listed = wanted.length ? new Set(wanted) : null;

@@ -31,8 +31,10 @@ function viteTemp() {
   }
 }
 
-const { instructions, args, channel } = await start("vitest");
-const { createVitest } = await importFromImage("vitest", "./node");
+const { instructions, args, channel, warm } = await start("vitest", () =>
+  importFromImage("vitest", "./node"),
+);
+const { createVitest } = warm;
 const ENTRY = resolveFromImage("vitest", ".");
 const SETUP = new URL("./evalkit_vitest_setup.mjs", import.meta.url).pathname;
 

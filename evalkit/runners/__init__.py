@@ -50,6 +50,10 @@ class TestRunner(Protocol):
     """``python`` or ``node``: which environment image the tests need."""
     phased: bool
     """Whether each test reports setup / call / teardown phases (pytest) or one result."""
+    starts_ahead: bool
+    """Whether the test command may start before its turn: it loads only the runner's own
+    modules (from the image) until its instructions arrive, and keeps its timeout from
+    then (the JavaScript launchers)."""
 
     def detect(self, files: Mapping[str, str]) -> bool:
         """Whether this runner runs the repository's tests (files: path -> text at a commit)."""

@@ -115,6 +115,7 @@ class _NodeRunner:
     name = ""
     ecosystem = "node"
     phased = False
+    starts_ahead = True
     package = ""
     launcher = ""
     config_search: tuple[str, ...] = ()
@@ -176,9 +177,11 @@ class _NodeRunner:
         args = " ".join(shlex.quote(a) for a in [*extra_args, "--", *test_files])
         folder = str(PurePosixPath(config).parent)
         cd = f"cd {shlex.quote(folder)} && " if folder.startswith("/testbed/") else ""
+        # The launcher keeps the timeout itself, counted from its go signal (it may be
+        # started ahead of its turn: :attr:`starts_ahead`).
         run = (
-            f"{NODE_MODULES_LINKER}; {cd}exec timeout --signal=KILL {timeout} "
-            f"node /evalkit/lib/{self.launcher} --config {shlex.quote(config)} {args}"
+            f"{NODE_MODULES_LINKER}; {cd}exec node /evalkit/lib/{self.launcher} "
+            f"--timeout {timeout} --config {shlex.quote(config)} {args}"
         )
         # One command (the eval script execs it): link the workspaces, then the runner.
         return f"sh -c {shlex.quote(run)}"

@@ -129,6 +129,7 @@ class PytestRunner:
     name = "pytest"
     ecosystem = "python"
     phased = True
+    starts_ahead = False
     __test__ = False
 
     def detect(self, files: Mapping[str, str]) -> bool:

@@ -85,3 +85,52 @@ def test_mining_the_ts_sample_finds_the_tests_the_fixes_changed(
         got = mined[want["base_commit"]]
         assert sorted(got["FAIL_TO_PASS"]) == sorted(want["FAIL_TO_PASS"])
         assert sorted(got["PASS_TO_PASS"]) == sorted(want["PASS_TO_PASS"])
+
+
+def _hang_patch(tmp_path: Path, instance: dict[str, Any]) -> str:
+    """A generic hang: every source module the failing tests import spins forever at load."""
+    import subprocess
+
+    clone = tmp_path / "hang"
+    bundle = next((SAMPLE / "repos").glob("*.bundle"))
+    subprocess.run(["git", "clone", "-q", str(bundle), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", instance["base_commit"]], check=True)
+    for module in (clone / "src").glob("*.ts"):
+        module.write_text("while (Date.now() > 0) {}\n" + module.read_text())
+    diff = subprocess.run(
+        ["git", "-C", str(clone), "diff"], check=True, capture_output=True, text=True
+    )
+    return diff.stdout
+
+
+@pytest.mark.docker
+def test_a_hanging_patch_times_out_and_a_unit_started_ahead_keeps_its_whole_timeout(
+    docker_engine: Any, tmp_path: Path
+) -> None:
+    # One worker: the honest unit's launcher starts while the hanging one runs out its
+    # timeout, and waits about that long for its turn. Its clock starts at its go signal,
+    # so it still has its whole timeout (counted from its start, it would be killed).
+    rows = [json.loads(line) for line in (SAMPLE / "instances.jsonl").read_text().splitlines()]
+    preds = tmp_path / "preds.jsonl"
+    hang = {"model_name_or_path": "hang", "model_patch": _hang_patch(tmp_path, rows[0])}
+    honest = {"model_name_or_path": "honest", "model_patch": rows[1]["patch"]}
+    preds.write_text(
+        json.dumps({"instance_id": rows[0]["instance_id"], **hang})
+        + "\n"
+        + json.dumps({"instance_id": rows[1]["instance_id"], **honest})
+        + "\n"
+    )
+    outcome = evaluate(
+        SAMPLE,
+        preds,
+        "hang",
+        runs_dir=tmp_path / "runs",
+        workers=1,
+        timeout=8,
+        progress=False,
+        log=lambda _: None,
+    )
+    by_model = {v.model_name_or_path: v for v in outcome.verdicts}
+    assert by_model["hang"].status is not Status.RESOLVED
+    assert by_model["hang"].timed_out, by_model["hang"]
+    assert by_model["honest"].status is Status.RESOLVED, by_model["honest"]
