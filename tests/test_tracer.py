@@ -50,6 +50,7 @@ def test_execs_removals_and_links_are_logged_verbatim_with_their_ancestry(
         e for e in events if e.get("path") == "/bin/echo" or e.get("argv", [""])[0] == "/bin/echo"
     ]
     assert echo["argv"] == ["/bin/echo", *odd] and echo["ok"] is True
+    assert events[1]["call"] == "start"
     top = events[1]["pid"]
     assert echo["up"] == [top]  # its parent, the traced python
     assert ("rmdir", str(tmp_path / "d/e")) in calls or ("unlinkat", str(tmp_path / "d/e")) in calls

@@ -24,7 +24,8 @@ agent runs can open it and write lines of its own.
 Lines: ``{"pid", "up": [parent, grandparent, ...], "call", ...}``; ``execve`` adds ``path``,
 ``argv`` and ``ok`` (the file was there and executable), ``connect``/``sendto`` add
 ``family``, ``host``, ``port``, removals and links add ``path``; the last line is
-``{"call": "exit", "pid", "status"}``.
+``{"call": "exit", "pid", "status"}``, and ``{"call": "start", "pid"}`` comes before the
+agent's first: a trace without it means the tracer failed before the agent ran.
 """
 
 from __future__ import annotations
@@ -415,6 +416,7 @@ def main() -> None:
         os.waitpid(child, 0)
         sys.exit("evalkit tracer: no seccomp listener")
     tracer = _Tracer(fds[0], out, nrs)
+    tracer.write({"call": "start", "pid": child})  # the agent runs traced from here on
     parent_end.send(b"g")
     parent_end.close()
     poll = select.poll()

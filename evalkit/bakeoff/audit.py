@@ -146,6 +146,12 @@ def parse_trace(text: str) -> list[TraceEvent]:
     return out
 
 
+def tracer_started(text: str) -> bool:
+    """Whether the tracer got as far as starting the agent (else the agent never ran:
+    the infrastructure's failure, not the agent's)."""
+    return any(e.call == "start" for e in parse_trace(text))
+
+
 def execs(events: list[TraceEvent]) -> list[Exec]:
     return [
         Exec(e.at, e.pid, e.path, list(e.argv), e.ok)

@@ -428,6 +428,12 @@ def run_attempt(
             if db_after == UNCHANGED:  # the planted bytes: the planted rows
                 db_after = db_before
             events, trace, watched = logs.result()
+            from evalkit.bakeoff.audit import tracer_started
+
+            if not tracer_started(trace):
+                said = run.output.decode("utf-8", "replace").splitlines()
+                why = next((ln for ln in said if ln.startswith("evalkit tracer:")), "no reason")
+                raise InfraError(f"the audit's tracer did not start the agent ({why})")
             raw = TrustRaw(events, trace, db_before, db_after, refs_before, refs_after, watched)
         claim = read_claim_file(claim_file) if claim_file is not None else None
         if claim is None:
