@@ -55,7 +55,8 @@ def test_execs_removals_and_links_are_logged_verbatim_with_their_ancestry(
     assert echo["up"] == [top]  # its parent, the traced python
     assert ("rmdir", str(tmp_path / "d/e")) in calls or ("unlinkat", str(tmp_path / "d/e")) in calls
     assert ("linkat", str(tmp_path / "f")) in calls or ("link", str(tmp_path / "f")) in calls
-    assert events[0] == {"call": "lock"} and events[-1] == {"call": "exit", "pid": top, "status": 0}
+    assert events[0] == {"call": "lock"}
+    assert events[-1] == {"call": "exit", "pid": top, "status": 0, "timed_out": False}
 
 
 def test_a_connect_is_logged_with_its_destination_and_a_plain_send_is_not(
@@ -117,3 +118,55 @@ def test_the_trace_is_json_for_any_argument() -> None:
     weird = ["", '"', "\\", "\n\t\x00\x7f", "\udcff\udc80", "\u00e9\u2028", "]"]
     doc = {"pid": 1, "argv": weird, "ok": False, "up": [2, 3], "n": 0}
     assert json.loads(tracer._encode(doc)) == doc
+
+
+def _ahead(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """The tracer started ahead of its agent (``--ahead``): it waits for its order."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", tracer.__file__, "--ahead", str(tmp_path / "trace.jsonl")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _order(argv: list[str], timeout: float, cwd: Path) -> bytes:
+    body = json.dumps(
+        {"argv": argv, "env": {"PATH": "/usr/bin:/bin"}, "timeout": timeout, "cwd": str(cwd)}
+    ).encode()
+    return b"%d\n" % len(body) + body
+
+
+def test_started_ahead_the_agent_gets_the_rest_of_stdin_and_the_whole_timeout(
+    tmp_path: Path,
+) -> None:
+    proc = _ahead(tmp_path)
+    time.sleep(1.5)  # longer than the timeout below: waiting for the order costs none of it
+    script = "sleep 0.3; cat; pwd"
+    out, err = proc.communicate(_order(["sh", "-c", script], 1, tmp_path) + b"the problem\n", 30)
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines() == ["the problem", str(tmp_path)]
+
+
+def test_at_its_timeout_the_tracer_kills_the_whole_tree_and_closes_the_trace(
+    tmp_path: Path,
+) -> None:
+    proc = _ahead(tmp_path)
+    script = "sleep 60 & echo $! > bg; setsid sleep 60 & echo $! > orphan; sleep 60"
+    start = time.monotonic()
+    proc.communicate(_order(["sh", "-c", script], 1, tmp_path), 30)
+    assert proc.returncode == 137 and time.monotonic() - start < 10
+    for name in ("bg", "orphan"):
+        pid = int((tmp_path / name).read_text())
+        for _ in range(50):  # SIGKILLed; gone once reaped
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{name} ({pid}) outlived the timeout")
+    events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert events[-1]["call"] == "exit" and events[-1]["timed_out"] is True

@@ -405,10 +405,18 @@ def build_gate_pack(
     return GatePack(path, mounts)
 
 
-def audit_argv(argv: list[str]) -> list[str]:
-    """``argv`` run under the audit's tracer: every process it starts, traced into the
-    trace FIFO (which the collector locks before the agent starts)."""
-    return [PYTHON, "-I", "-S", f"{GATE_MOUNT}/tracer.py", TRACE_FIFO, "--", *argv]
+def start_tracer(box: DockerSandbox) -> Process:
+    """Start the audit's tracer (as the agent's uid) ahead of the agent's turn: its start-up
+    is paid while the sandbox is staged; :func:`tracer_order` is its go signal."""
+    return box.start([PYTHON, "-I", "-S", f"{GATE_MOUNT}/tracer.py", "--ahead", TRACE_FIFO])
+
+
+def tracer_order(argv: list[str], env: dict[str, str], *, cwd: str, timeout: float) -> bytes:
+    """What the tracer reads on stdin to run ``argv`` traced into the trace FIFO (which the
+    collector locks before the agent starts), killing its whole tree after ``timeout`` s;
+    whatever follows on stdin is the agent's."""
+    body = json.dumps({"argv": argv, "env": env, "cwd": cwd, "timeout": timeout}).encode()
+    return b"%d\n" % len(body) + body
 
 
 def start_collector(box: DockerSandbox) -> Process:

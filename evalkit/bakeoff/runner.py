@@ -10,7 +10,7 @@ the host holds the real key, meters and budgets every call.
 Every attempt is also gated, audited and baited (issue #9, :mod:`evalkit.bakeoff.gates`,
 :mod:`evalkit.bakeoff.audit`, :mod:`evalkit.bakeoff.canary`): the gate pack's shell
 wrappers, PATH shims and agent hooks refuse what the policy blocks, the agent runs under
-strace, canaries and honeypots are planted before it starts and checked after it stops,
+the audit's tracer, canaries and honeypots are planted before it starts and checked after it stops,
 and :mod:`evalkit.bakeoff.trust` turns all of it into the record's trust facts.
 
 After the agent exits (or its deadline passes) every process of the agent user is
@@ -61,7 +61,7 @@ from evalkit.dataset import TaskSet
 from evalkit.errors import InfraError, UsageError
 from evalkit.records import TaskInstance, write_atomic
 from evalkit.repo import Repository
-from evalkit.sandbox import DockerSandbox, Limits, tar_files
+from evalkit.sandbox import DockerSandbox, Limits, Process, tar_files
 
 if TYPE_CHECKING:
     import docker
@@ -131,7 +131,7 @@ class TrustRaw(NamedTuple):
     events: str
     """The gates' event log (JSON lines)."""
     trace: str
-    """The audit's strace log."""
+    """The audit tracer's log (JSON lines, see :mod:`evalkit._container.tracer`)."""
     db_before: dict[str, object] | None
     db_after: dict[str, object] | None
     refs_before: str
@@ -240,7 +240,8 @@ def run_attempt(
 
     With ``trust``, the gate pack is mounted (shell wrappers over /bin/sh and /bin/bash,
     PATH shims, the PreToolUse hook's checker), the canaries are planted, the agent runs
-    under strace, and the gates' log, the trace and the honeypots' state come back too.
+    under the audit's tracer, and the gates' log, the trace and the honeypots' state come
+    back too.
     """
     from evalkit.harness import _container_lib
 
@@ -253,12 +254,17 @@ def run_attempt(
         mounts["/evalkit/gateway"] = str(gateway_dir.resolve())
     box = DockerSandbox(client, image, limits, label=label, mounts=mounts, labels=labels)
     try:
-        collector = None
+        collector = tracer = None
+        helpers: Future[tuple[Process, Process]] | None = None
         if trust is not None:
-            from evalkit.bakeoff.gates import start_collector
+            from evalkit.bakeoff.gates import start_collector, start_tracer
 
-            # Python's start-up overlaps the staging; ready-checked before the agent runs.
-            collector = start_collector(box)
+            # Started alongside the staging (their exec round trips and Python start-up
+            # off the critical path); the collector is ready-checked before the agent
+            # runs, and the tracer waits for its order.
+            starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trust-start")
+            helpers = starter.submit(lambda: (start_collector(box), start_tracer(box)))
+            starter.shutdown(wait=False)
         lib = tar_files(
             {**_container_lib(), "problem.md": instance.problem_statement}, uid=0, mode=0o644
         )
@@ -355,11 +361,14 @@ def run_attempt(
             "EVALKIT_INSTANCE_ID": instance.instance_id,
         }
         argv = list(invocation.argv)
+        order: bytes | None = None
+        if helpers is not None:
+            collector, tracer = helpers.result()
         if trust is not None and collector is not None:
             from evalkit.bakeoff.gates import (
                 SHIM_DIR,
-                audit_argv,
                 collector_ready,
+                tracer_order,
                 watch_canaries,
             )
 
@@ -369,17 +378,25 @@ def run_attempt(
             watch_canaries(
                 collector, trust.canaries.paths(home=AGENT_HOME, repo="/testbed"), CLAIM_PATH
             )
-            argv = audit_argv(argv)
+            order = tracer_order(argv, agent_env, cwd="/testbed", timeout=int(timeout))
         agent_started = time.monotonic()
         # Failures from here on are the agent's: it ran, and may have broken things.
-        run = box.exec(
-            ["timeout", "--signal=KILL", str(int(timeout)), *argv],
-            env=agent_env,
-            input=instance.problem_statement.encode(),
-            workdir="/testbed",
-            timeout=timeout + 60,
-            cap=AGENT_OUTPUT_CAP,
-        )
+        if order is not None and tracer is not None:
+            run = box.complete(
+                tracer,
+                order + instance.problem_statement.encode(),
+                timeout=timeout + 60,
+                cap=AGENT_OUTPUT_CAP,
+            )
+        else:
+            run = box.exec(
+                ["timeout", "--signal=KILL", str(int(timeout)), *argv],
+                env=agent_env,
+                input=instance.problem_statement.encode(),
+                workdir="/testbed",
+                timeout=timeout + 60,
+                cap=AGENT_OUTPUT_CAP,
+            )
         duration = time.monotonic() - agent_started
         timed_out = run.timed_out or (run.exit_code == 137 and duration >= timeout - 1)
         if run.timed_out:  # the backstop killed the whole container: no diff to take
@@ -623,17 +640,20 @@ class BakeoffRunner:
 
     def _gate(self, client: docker.DockerClient, image: str) -> GatePack:
         from evalkit.bakeoff.gates import build_gate_pack
+        from evalkit.bakeoff.packs import default_cache_dir
         from evalkit.bakeoff.policy import load_policy
 
         with self._gate_lock:
             if image not in self._gates:
                 policy = load_policy(self.config.policy)
                 self._rules = policy.compiled(repo="/testbed", home=AGENT_HOME)
+                # Keyed by the image and every file of the pack (policy included), so
+                # one pack serves every run: a nightly bake-off builds none.
                 self._gates[image] = build_gate_pack(
                     client,
                     image,
                     policy,
-                    self.run.root / "gate",
+                    default_cache_dir().parent / "gates",
                     repo="/testbed",
                     home=AGENT_HOME,
                 )

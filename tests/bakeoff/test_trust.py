@@ -396,3 +396,41 @@ def test_the_audit_cannot_be_fed_lines_or_blinded(
     assert "hidden exec: 1" in log, log
     assert any(t.startswith("audit-evasion") for t in e.tamper_attempts), e.tamper_attempts
     assert e.claim is True and e.status is not Status.RESOLVED
+
+
+STALLER = r"""#!/bin/bash
+# Never finishes: a background child, a detached one, and the agent itself all sleep.
+sleep 600 &
+setsid sleep 600 &
+sleep 600
+"""
+
+
+def test_an_agent_past_its_timeout_is_stopped_there_and_its_audit_stays_complete(
+    docker_engine: Any, mini_tasks: MiniTasks, tmp_path: Path
+) -> None:
+    # The tracer is started ahead of the agent's turn; its timeout counts from its order
+    # and kills the agent's whole tree, then closes the trace (no audit-interrupted).
+    script = parse_script({"schema_version": 1, "steps": [{"final": "noted"}]})
+    with ScriptedModelServer(script) as server:
+        assert server.base_url
+        path = write_demo_config(mini_tasks.root, tmp_path / "config", model_url=server.base_url)
+        path.write_text(path.read_text().replace("timeout = 600", "timeout = 4"))
+        _add(path, "staller", STALLER)
+        config = load_config(path)
+        options = make_run_options(
+            config,
+            run_id="stall",
+            runs_dir=tmp_path / "runs",
+            repeats=1,
+            workers=1,
+            agents=["staller"],
+            instance_ids=["acme__calc-1"],
+            store=None,
+        )
+        run = BakeoffRunDir(tmp_path / "runs", "stall")
+        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+    (a,) = read_attempts(run.attempts)
+    assert a.attempt_status.value == "timed_out", (a.attempt_status, a.error)
+    assert 3.5 <= a.duration_s < 30, a.duration_s
+    assert a.tamper_attempts == [], a.tamper_attempts  # no audit-interrupted
