@@ -11,6 +11,9 @@ arguments from the caller's memory and writes one JSON line to ``TRACE``, then g
 clones and every other call run untouched, which is what makes this cheaper than ptrace
 (strace stops each new process and thread, and every traced call twice).
 
+When the agent's process exits, or at its timeout (``--ahead``), every process below
+the tracer is killed: orphans are reparented to it (a child subreaper), so none escapes.
+
 Fail closed: a call whose arguments cannot be read (a non-dumpable caller) is refused with
 EPERM; once this process is gone (killed by the agent, which shares its uid), every call the
 filter names fails with ENOSYS, and the trace lacks its closing ``exit`` line. 32-bit and
@@ -506,7 +509,11 @@ def main() -> None:
                 tracer.one()
             elif ev & (select.POLLHUP | select.POLLERR):
                 poll.unregister(fd)
-    # Calls already waiting are answered (logged) before the line that closes the trace.
+    # Nothing outlives the agent (the harness would kill it next anyway): a daemon it left
+    # would otherwise hold the exec's output open. Calls already waiting are answered
+    # (logged) before the line that closes the trace.
+    if not timed_out:
+        _kill_tree(os.getpid())
     drain = select.poll()
     drain.register(fds[0], select.POLLIN)
     for _ in range(1 << 16):
