@@ -436,13 +436,14 @@ def main() -> None:
         # Started ahead of the agent's turn (start-up paid while the sandbox is staged);
         # the order is the go signal, and the timeout counts from it.
         order = _read_order()
-        argv = [str(a) for a in order.get("argv") or []]  # type: ignore[union-attr]
-        env = {str(k): str(v) for k, v in (order.get("env") or {}).items()}  # type: ignore[union-attr]
-        timeout = float(order.get("timeout") or 0)  # type: ignore[arg-type]
+        given_argv, given_env = order.get("argv"), order.get("env")
+        if not isinstance(given_argv, list) or not given_argv or not isinstance(given_env, dict):
+            sys.exit("evalkit tracer: the order names no command and environment")
+        argv = [str(a) for a in given_argv]
+        env = {str(k): str(v) for k, v in given_env.items()}
+        timeout = float(str(order.get("timeout") or 0))
         if order.get("cwd"):
             os.chdir(str(order["cwd"]))
-        if not argv:
-            sys.exit("evalkit tracer: the order names no command")
     deadline = time.monotonic() + timeout if timeout > 0 else None
     out = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     _lock(trace, out)

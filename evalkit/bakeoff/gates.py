@@ -472,6 +472,9 @@ class GateLogEntry(NamedTuple):
     kind: str
     action: str
     command: str
+    pid: int | None = None
+    """The checker's pid, as it said: believed only if the trace shows that process
+    checking this command (:func:`evalkit.bakeoff.trust.decisions`)."""
 
 
 def parse_events(text: str) -> list[GateLogEntry]:
@@ -485,7 +488,19 @@ def parse_events(text: str) -> list[GateLogEntry]:
             continue
         if not isinstance(doc, dict):
             continue
-        fields = [doc.get(k) for k in ("layer", "rule", "kind", "action", "command")]
-        if all(isinstance(f, str) for f in fields):
-            out.append(GateLogEntry(*[str(f) for f in fields]))
+        layer, rule, kind, action, command = (
+            doc.get(k) for k in ("layer", "rule", "kind", "action", "command")
+        )
+        pid = doc.get("pid")
+        if all(isinstance(f, str) for f in (layer, rule, kind, action, command)):
+            out.append(
+                GateLogEntry(
+                    str(layer),
+                    str(rule),
+                    str(kind),
+                    str(action),
+                    str(command),
+                    pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                )
+            )
     return out
