@@ -194,3 +194,21 @@ def test_at_its_timeout_the_tracer_kills_the_whole_tree_and_closes_the_trace(
             raise AssertionError(f"{name} ({pid}) outlived the timeout")
     events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert events[-1]["call"] == "exit" and events[-1]["timed_out"] is True
+
+
+def test_once_the_trace_cannot_be_written_nothing_it_would_log_runs(tmp_path: Path) -> None:
+    # The collector reading the trace FIFO dies: a call that cannot be logged is refused.
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo, 0o622)
+    script = "/bin/true; echo $? > code"
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", tracer.__file__, str(fifo), "--", "/bin/sh", "-c", script],
+        cwd=tmp_path,
+    )
+    with open(fifo, "rb") as reader:  # the collector: locks, reads until the shell runs, dies
+        assert reader.readline() == b'{"call":"lock"}\n'
+        os.chmod(fifo, 0o600)
+        while b'"/bin/sh"' not in reader.readline():
+            pass
+    proc.wait(30)
+    assert (tmp_path / "code").read_text().strip() not in ("", "0")  # /bin/true refused

@@ -321,13 +321,14 @@ class _Tracer:
         self.recv = ctypes.create_string_buffer(80)
         self.failed_writes = False
 
-    def write(self, doc: dict[str, object]) -> None:
+    def write(self, doc: dict[str, object]) -> bool:
         line = (_encode(doc) + "\n").encode()
         try:
             while line:
                 line = line[os.write(self.out, line) :]
-        except OSError:
+        except OSError:  # the collector is gone: from now on nothing runs unlogged
             self.failed_writes = True
+        return not self.failed_writes
 
     def respond(self, notif_id: int, error: int) -> None:
         flags = 0 if error else _CONTINUE
@@ -359,7 +360,8 @@ class _Tracer:
         if found is not None:
             doc.update(found)
             doc["up"] = _up(pid, self.me)
-            self.write(doc)
+            if not self.write(doc):
+                error = errno.EPERM
         self.respond(notif_id, error)
         return True
 
