@@ -402,18 +402,42 @@ def _read_order() -> dict[str, object]:
 
 
 def _kill_tree(me: int) -> None:
-    """SIGKILL every process below this one (orphans are reparented here, so none has
-    escaped; a fork racing the sweep is caught by the next one)."""
-    import contextlib
-
+    """SIGKILL every live process below this one (orphans are reparented here, so none has
+    escaped; a fork racing the sweep is caught by the next one), reaping as it goes. It
+    does not wait for the killed to finish dying: a sweep that finds no new one ends it."""
+    killed: set[int] = set()
     for _ in range(50):
-        found = False
+        parent: dict[int, int] = {}
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != me and me in _up(int(name), -1):
-                found = True
-                with contextlib.suppress(OSError):
-                    os.kill(int(name), signal.SIGKILL)
-        if not found:
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name, "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in (b"Z", b"X"):  # the dead need reaping, not killing
+                parent[int(name)] = int(fields[1])
+        below = []
+        for pid in parent:
+            up, hops = parent.get(pid), 0
+            while up is not None and up != me and hops < 64:
+                up, hops = parent.get(up), hops + 1
+            if up == me and pid not in killed:
+                below.append(pid)
+        for pid in below:
+            killed.add(pid)
+            try:  # noqa: SIM105 (contextlib is one more import on every agent's exit)
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:  # reap what was ours (the killed, and orphans reparented here)
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if not below:
             return
 
 
