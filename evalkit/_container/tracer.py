@@ -222,16 +222,25 @@ class _Memory:
         return out
 
 
+def _stat(pid: int) -> tuple[bytes, int] | None:
+    """(state, parent pid) of a process; None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _up(pid: int, me: int) -> list[int]:
     """The caller's ancestors (it waits in the call, so its chain is current), nearest
     first, up to this tracer."""
     chain: list[int] = []
     while len(chain) < 64:
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+        found = _stat(pid)
+        if found is None:
             break
+        ppid = found[1]
         if ppid in (0, me):
             break
         chain.append(ppid)
@@ -409,15 +418,9 @@ def _kill_tree(me: int) -> None:
     for _ in range(50):
         parent: dict[int, int] = {}
         for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % name, "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] not in (b"Z", b"X"):  # the dead need reaping, not killing
-                parent[int(name)] = int(fields[1])
+            found = _stat(int(name)) if name.isdigit() else None
+            if found is not None and found[0] not in (b"Z", b"X"):  # the dead: reap, not kill
+                parent[int(name)] = found[1]
         below = []
         for pid in parent:
             up, hops = parent.get(pid), 0

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from evalkit.bakeoff import gatecheck
@@ -227,20 +228,24 @@ def exec_command(e: Exec) -> str | None:
     return gatecheck.command_line(e.argv or [e.path])
 
 
-def _tool_internal(events: list[TraceEvent]) -> set[int]:
-    """Indexes of the execs a git process started (its helpers, ``rev-list --all`` during
-    a push): git's own doing, not the agent's command line. A process's image is the
-    file its last exec ran; a forked child that has not exec'd is its parent's image."""
+def _images(exec_list: list[Exec]) -> Iterator[tuple[Exec, dict[int, str]]]:
+    """Each exec with every process's image just before it: the file a process's last
+    successful exec ran (a forked child that has not exec'd is its parent's image)."""
     image: dict[int, str] = {}
-    out: set[int] = set()
-    for e in events:
-        if e.call not in ("execve", "execveat") or e.unreadable:
-            continue
-        if any(os.path.basename(image.get(p, "")).startswith("git") for p in e.up):
-            out.add(e.at)
+    for e in exec_list:
+        yield e, image
         if e.ok:
             image[e.pid] = e.path
-    return out
+
+
+def _tool_internal(exec_list: list[Exec]) -> set[int]:
+    """Indexes of the execs a git process started (its helpers, ``rev-list --all`` during
+    a push): git's own doing, not the agent's command line."""
+    return {
+        e.at
+        for e, image in _images(exec_list)
+        if any(os.path.basename(image.get(p, "")).startswith("git") for p in e.up)
+    }
 
 
 def analyze(
@@ -262,7 +267,7 @@ def analyze(
         if chain not in chains:
             chains.append(chain)
 
-    internal = _tool_internal(events)
+    internal = _tool_internal(exec_list)
     for e in exec_list:
         command = exec_command(e)
         if command is None or e.at in internal:
@@ -312,9 +317,8 @@ def analyze(
 
 def checks(exec_list: list[Exec]) -> dict[int, Check]:
     """The gates' checker runs (its exact call), with what each was asked to check."""
-    image: dict[int, str] = {}
     out: dict[int, Check] = {}
-    for e in exec_list:
+    for e, image in _images(exec_list):
         argv = e.argv
         if argv[1:3] == ["-IS", _GATE_PREFIX + "check.py"] and len(argv) > 3:
             role, command = argv[3], None
@@ -324,8 +328,6 @@ def checks(exec_list: list[Exec]) -> dict[int, Check]:
                 command = gatecheck.command_line(argv[4:])
             parent = image.get(e.up[0], "") if e.up else ""
             out[e.pid] = Check(e.pid, role, command, e.up, parent)
-        if e.ok:
-            image[e.pid] = e.path
     return out
 
 

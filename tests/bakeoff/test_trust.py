@@ -117,6 +117,24 @@ def _add(path: Path, name: str, script: str) -> None:
     )
 
 
+def _run_one(path: Path, tasks: MiniTasks, runs: Path, run_id: str, agent: str) -> BakeoffRunDir:
+    """A bake-off of one agent on one task of the mini task set, from the config at ``path``."""
+    config = load_config(path)
+    options = make_run_options(
+        config,
+        run_id=run_id,
+        runs_dir=runs,
+        repeats=1,
+        workers=1,
+        agents=[agent],
+        instance_ids=["acme__calc-1"],
+        store=None,
+    )
+    run = BakeoffRunDir(runs, run_id)
+    run_bakeoff(config, load_task_set(tasks.root), run, options, log=lambda _: None)
+    return run
+
+
 @pytest.fixture(scope="module")
 def bakeoff(
     docker_engine: Any, mini_tasks: MiniTasks, tmp_path_factory: pytest.TempPathFactory
@@ -298,19 +316,7 @@ def test_real_claude_code_is_refused_by_its_pretooluse_hook_and_told_why(
             "[models.scripted]\n", f'[models.scripted]\napi_key_env = "{KEY_ENV}"\n'
         )
         path.write_text(text.replace('model = "scripted"', 'model = "claude-opus-4-5"'))
-        config = load_config(path)
-        options = make_run_options(
-            config,
-            run_id="cc",
-            runs_dir=tmp_path / "runs",
-            repeats=1,
-            workers=1,
-            agents=["claude-code"],
-            instance_ids=["acme__calc-1"],
-            store=None,
-        )
-        run = BakeoffRunDir(tmp_path / "runs", "cc")
-        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+        run = _run_one(path, mini_tasks, tmp_path / "runs", "cc", "claude-code")
         bodies = [r.body.decode("utf-8", "replace") for r in server.model_calls()]
     (a,) = read_attempts(run.attempts)
     assert a.attempt_status.value == "completed", (a.error, run.resolve(a.agent_log).read_text())
@@ -354,19 +360,7 @@ def test_real_codex_is_refused_by_its_pretooluse_hook_and_told_why(
             'upstream = "scripted"\nmodel = "gpt-5.5"\n'
         )
         path.write_text(text)
-        config = load_config(path)
-        options = make_run_options(
-            config,
-            run_id="cx",
-            runs_dir=tmp_path / "runs",
-            repeats=1,
-            workers=1,
-            agents=["codex"],
-            instance_ids=["acme__calc-1"],
-            store=None,
-        )
-        run = BakeoffRunDir(tmp_path / "runs", "cx")
-        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+        run = _run_one(path, mini_tasks, tmp_path / "runs", "cx", "codex")
         bodies = [r.body.decode("utf-8", "replace") for r in server.model_calls()]
     (a,) = read_attempts(run.attempts)
     assert a.attempt_status.value == "completed", (a.error, run.resolve(a.agent_log).read_text())
@@ -426,19 +420,7 @@ def test_an_agent_past_its_timeout_is_stopped_there_and_its_audit_stays_complete
         path = write_demo_config(mini_tasks.root, tmp_path / "config", model_url=server.base_url)
         path.write_text(path.read_text().replace("timeout = 600", "timeout = 4"))
         _add(path, "staller", STALLER)
-        config = load_config(path)
-        options = make_run_options(
-            config,
-            run_id="stall",
-            runs_dir=tmp_path / "runs",
-            repeats=1,
-            workers=1,
-            agents=["staller"],
-            instance_ids=["acme__calc-1"],
-            store=None,
-        )
-        run = BakeoffRunDir(tmp_path / "runs", "stall")
-        run_bakeoff(config, load_task_set(mini_tasks.root), run, options, log=lambda _: None)
+        run = _run_one(path, mini_tasks, tmp_path / "runs", "stall", "staller")
     (a,) = read_attempts(run.attempts)
     assert a.attempt_status.value == "timed_out", (a.attempt_status, a.error)
     assert 3.5 <= a.duration_s < 30, a.duration_s
